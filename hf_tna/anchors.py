@@ -1,0 +1,463 @@
+"""Fixed neuron anchors: the spec, the seeded masks, the tensor namespace and the manifest.
+
+This module imports nothing else of hf_tna. Everything here is a pure function of its inputs.
+
+The mask of a tensor is a pure function of (seed, round, tensor name, shape, ratio, granularity): a
+counter-based 32-bit integer hash of the entry's flat index (or the output unit's index for neuron
+granularity), keyed by a digest of (seed, round, name), compared with ``ratio * 2**32``. It is computed
+with plain int64 tensor ops that never overflow, so it gives the same bits on every machine, device,
+process and torch version, can be evaluated in chunks, and could be recomputed inside a fused kernel.
+
+Tensor names are *checkpoint names*: the keys of the saved safetensors file (transformers v5 renames some
+parameters in memory; those renames are reverted), without wrapper prefixes (``module.``,
+``_orig_mod.``); PEFT parameters use the keys of the saved adapter file (adapter name removed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import __version__
+
+CONFIG_NAME = "tna_config.json"
+FORMAT_VERSION = 1
+HASH_NAME = "hf_tna-lowbias32-v1"
+GRANULARITIES = ("element", "neuron")
+_M32 = 0xFFFFFFFF
+_CHUNK = 1 << 22
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+# --------------------------------------------------------------------------------------------------
+# Spec
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AnchorSpec:
+    """Which weight entries are anchored (kept at their initial values) during fine-tuning.
+
+    Args:
+        ratio: fraction of targeted entries (element) or output units (neuron) anchored, in [0, 1).
+        seed: shared seed; every model or client that must stay aligned uses the same one.
+        granularity: ``"element"`` (the paper: each entry i.i.d.) or ``"neuron"`` (whole output units:
+            a row of ``nn.Linear``, a column of transformers' ``Conv1D``, an output channel of a
+            convolution, each with its bias entry; other tensors fall back to element granularity).
+        include: regex patterns (``re.search`` over checkpoint names); ``None`` targets every
+            trainable parameter.
+        exclude: regex patterns of parameters never anchored (e.g. a task head ``classifier``).
+        round: offsets the draw, so federated / ColD-fusion rounds can re-draw the mask.
+    """
+
+    ratio: float = 0.4
+    seed: int = 0
+    granularity: str = "element"
+    include: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] | None = None
+    round: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.ratio, bool) or not isinstance(self.ratio, (int, float)) or math.isnan(self.ratio):
+            raise TypeError(f"AnchorSpec.ratio must be a number in [0, 1), got {self.ratio!r}")
+        if not 0.0 <= float(self.ratio) < 1.0:
+            raise ValueError(f"AnchorSpec.ratio must be in [0, 1), got {self.ratio}: 1 would freeze the model")
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"AnchorSpec.granularity must be one of {GRANULARITIES}, got {self.granularity!r}")
+        for fname in ("seed", "round"):
+            value = getattr(self, fname)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"AnchorSpec.{fname} must be a non-negative int, got {value!r}")
+        for fname in ("include", "exclude"):
+            patterns = getattr(self, fname)
+            if patterns is None:
+                continue
+            if isinstance(patterns, str):
+                patterns = (patterns,)
+            patterns = tuple(patterns)
+            for pattern in patterns:
+                try:
+                    re.compile(pattern)
+                except re.error as err:
+                    raise ValueError(f"AnchorSpec.{fname} has an invalid regex {pattern!r}: {err}") from None
+            object.__setattr__(self, fname, patterns or None)
+        object.__setattr__(self, "ratio", float(self.ratio))
+
+    def targets(self, name: str) -> bool:
+        """Whether the parameter called `name` (checkpoint name) is targeted by this spec."""
+        if self.include is not None and not any(re.search(p, name) for p in self.include):
+            return False
+        return not (self.exclude is not None and any(re.search(p, name) for p in self.exclude))
+
+    def for_round(self, round: int) -> AnchorSpec:
+        return dataclasses.replace(self, round=round)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for key in ("include", "exclude"):
+            d[key] = list(d[key]) if d[key] is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AnchorSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"Unknown anchor spec field(s) {sorted(unknown)}; known: {sorted(known)}")
+        d = dict(d)
+        for key in ("include", "exclude"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------------------------------
+# Counter-based hash (pure integer tensor ops, no overflow)
+# --------------------------------------------------------------------------------------------------
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """(x * c) mod 2**32 for int64 x in [0, 2**32), without int64 overflow."""
+    lo, hi = c & 0xFFFF, c >> 16
+    return (x * lo + (((x * hi) & 0xFFFF) << 16)) & _M32
+
+
+def mix32(x: torch.Tensor) -> torch.Tensor:
+    """The `lowbias32` integer finaliser (C. Wellons) on int64 tensors holding uint32 values."""
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def tensor_key(seed: int, round: int, name: str) -> tuple[int, int]:
+    """Two uint32 keys derived from (seed, round, tensor name) with sha256: stable everywhere."""
+    digest = hashlib.sha256(f"{HASH_NAME}|{seed}|{round}|{name}".encode()).digest()
+    return int.from_bytes(digest[:4], "little"), int.from_bytes(digest[4:8], "little")
+
+
+def hash_counters(counters: torch.Tensor, key: tuple[int, int]) -> torch.Tensor:
+    """uint32 hash (held in int64) of each int64 counter under `key`."""
+    lo = counters & _M32
+    hi = counters >> 32
+    h = mix32(lo ^ key[0])
+    return mix32(h ^ hi ^ key[1])
+
+
+def ratio_threshold(ratio: float) -> int:
+    """A counter is anchored when its hash is below this threshold."""
+    return int(round(ratio * 2**32))
+
+
+def draw_anchored(num: int, key_name: str, spec: AnchorSpec, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Bool vector of length `num`: which counters 0..num-1 are anchored for `key_name` under `spec`."""
+    out = torch.empty(num, dtype=torch.bool, device=device)
+    if spec.ratio == 0.0:
+        return out.fill_(False)
+    key = tensor_key(spec.seed, spec.round, key_name)
+    threshold = ratio_threshold(spec.ratio)
+    for start in range(0, num, _CHUNK):
+        stop = min(num, start + _CHUNK)
+        counters = torch.arange(start, stop, dtype=torch.int64, device=device)
+        out[start:stop] = hash_counters(counters, key) < threshold
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Layout: which tensors, which granularity, which hash key
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TensorLayout:
+    """How one tensor is anchored: by element (unit_dim None) or by output unit along `unit_dim`.
+
+    `key` is the name the hash is keyed by: the tensor's own name for elements, the module's name for
+    neuron units (so a weight's rows and its bias entries share one draw).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    unit_dim: int | None = None
+    key: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
+        if not self.key:
+            object.__setattr__(self, "key", self.name)
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def granularity(self) -> str:
+        return "element" if self.unit_dim is None else "neuron"
+
+
+def anchored_units(layout: TensorLayout, spec: AnchorSpec, device="cpu") -> torch.Tensor:
+    """Neuron layouts: int64 indices of the anchored output units along `layout.unit_dim`."""
+    units = layout.shape[layout.unit_dim]
+    return torch.nonzero(draw_anchored(units, layout.key, spec, device)).flatten()
+
+
+def anchor_mask(layout: TensorLayout, spec: AnchorSpec, device="cpu") -> torch.Tensor:
+    """Full-size bool mask of the anchored entries of one tensor."""
+    if layout.unit_dim is None:
+        return draw_anchored(layout.numel, layout.key, spec, device).view(layout.shape)
+    units = draw_anchored(layout.shape[layout.unit_dim], layout.key, spec, device)
+    view = [1] * len(layout.shape)
+    view[layout.unit_dim] = -1
+    return units.view(view).expand(layout.shape).contiguous()
+
+
+def _unit_dim(module: torch.nn.Module, param_name: str, param: torch.Tensor) -> int | None:
+    """Output-unit dimension of a module's parameter, or None where it has no output unit."""
+    from torch.nn.modules.conv import _ConvNd
+
+    if param.dim() == 1 and param_name == "bias":
+        if isinstance(module, (torch.nn.Linear, _ConvNd)) or type(module).__name__ == "Conv1D":
+            return 0
+        return None
+    if param_name != "weight" or param.dim() < 2:
+        return None
+    if type(module).__name__ == "Conv1D":  # transformers' GPT-2 layer stores weight as (in, out)
+        return 1
+    if isinstance(module, _ConvNd):
+        if module.transposed:
+            return 1 if module.groups == 1 else None
+        return 0
+    if isinstance(module, torch.nn.Linear):
+        return 0
+    return None
+
+
+def strip_wrapper_prefixes(name: str) -> str:
+    """Drop DDP (`module.`) and torch.compile (`_orig_mod.`) prefixes from a parameter name."""
+    name = name.replace("._orig_mod.", ".")
+    while name.startswith(_WRAPPER_PREFIXES):
+        name = name.split(".", 1)[1]
+    return name
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Strip DDP / DataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        else:
+            return model
+
+
+def checkpoint_names(model: torch.nn.Module) -> dict[int, str]:
+    """Map id(parameter) -> its name in the saved checkpoint (safetensors file / PEFT adapter file).
+
+    transformers v5 renames some parameters in memory; its own `revert_weight_conversion` gives the saved
+    names. Parameters that the conversion does more than rename (fused, split, transposed) are refused.
+    """
+    model = unwrap_model(model)
+    named = {name: p for name, p in model.named_parameters()}
+    peft_adapter = getattr(model, "peft_config", None) is not None and hasattr(model, "active_adapter")
+    if peft_adapter:
+        return _peft_checkpoint_names(model, named)
+    try:
+        from transformers import PreTrainedModel
+        from transformers.core_model_loading import revert_weight_conversion
+    except ImportError:  # pragma: no cover - transformers is a hard dependency
+        return {id(p): strip_wrapper_prefixes(n) for n, p in named.items()}
+    if not isinstance(model, PreTrainedModel):
+        return {id(p): strip_wrapper_prefixes(n) for n, p in named.items()}
+    reverted = revert_weight_conversion(model, dict(named))
+    by_id = {id(t): name for name, t in reverted.items()}
+    out = {}
+    for name, p in named.items():
+        if id(p) not in by_id:
+            raise ValueError(
+                f"Cannot anchor {type(model).__name__}: transformers converts parameter {name!r} "
+                "(fuses, splits or reshapes it) when saving, so no stable checkpoint name exists for its "
+                "entries. Exclude it with `anchor_exclude` or anchor a model whose checkpoint conversion "
+                "only renames tensors."
+            )
+        out[id(p)] = by_id[id(p)]
+    return out
+
+
+def _peft_checkpoint_names(model, named: dict[str, torch.Tensor]) -> dict[int, str]:
+    """PEFT: names as in the saved adapter file (adapter name removed), base weights by their base names."""
+    adapters = list(model.peft_config)
+    out = {}
+    for name, p in named.items():
+        clean = strip_wrapper_prefixes(name)
+        for adapter in adapters:
+            clean = clean.replace(f".{adapter}.", ".")
+            if clean.endswith(f".{adapter}"):
+                clean = clean[: -len(adapter) - 1]
+        out[id(p)] = clean
+    return out
+
+
+def build_layouts(model: torch.nn.Module, spec: AnchorSpec) -> list[tuple[TensorLayout, torch.nn.Parameter]]:
+    """The targeted trainable parameters of `model`, each with its layout, in a stable (name) order.
+
+    Raises ValueError when `include` / `exclude` patterns match no parameter.
+    """
+    model = unwrap_model(model)
+    names = checkpoint_names(model)
+    seen: set[int] = set()
+    rows = []
+    all_names = []
+    for module_name, module in model.named_modules():
+        for pname, param in module.named_parameters(recurse=False):
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            name = names.get(id(param))
+            if name is None or not param.requires_grad:
+                continue
+            all_names.append(name)
+            if not spec.targets(name):
+                continue
+            unit_dim = _unit_dim(module, pname, param) if spec.granularity == "neuron" else None
+            key = name.rsplit(".", 1)[0] if unit_dim is not None else name
+            rows.append((TensorLayout(name, tuple(param.shape), unit_dim, key), param))
+    _check_patterns_match(spec, all_names)
+    rows.sort(key=lambda row: row[0].name)
+    return rows
+
+
+def _check_patterns_match(spec: AnchorSpec, names: list[str]) -> None:
+    for fname in ("include", "exclude"):
+        for pattern in getattr(spec, fname) or ():
+            if not any(re.search(pattern, n) for n in names):
+                example = ", ".join(names[:3])
+                raise ValueError(
+                    f"anchor {fname} pattern {pattern!r} matches no trainable parameter "
+                    f"(checkpoint names look like: {example}, ...)"
+                )
+
+
+# --------------------------------------------------------------------------------------------------
+# Manifest and tna_config.json
+# --------------------------------------------------------------------------------------------------
+def values_sha256(values: torch.Tensor) -> str:
+    """sha256 of a tensor's raw bytes (contiguous, on CPU)."""
+    data = values.detach().contiguous().cpu().reshape(-1)
+    return hashlib.sha256(data.view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def anchored_values(tensor: torch.Tensor, layout: TensorLayout, spec: AnchorSpec) -> torch.Tensor:
+    """The anchored entries of `tensor`, compact (element: masked 1-D; neuron: selected units)."""
+    if tuple(tensor.shape) != layout.shape:
+        raise ValueError(f"tensor {layout.name!r} has shape {tuple(tensor.shape)}, anchors expect {layout.shape}")
+    if layout.unit_dim is None:
+        return tensor.detach()[anchor_mask(layout, spec, tensor.device)]
+    return tensor.detach().index_select(layout.unit_dim, anchored_units(layout, spec, tensor.device))
+
+
+def manifest_entry(tensor: torch.Tensor, layout: TensorLayout, spec: AnchorSpec, values=None) -> dict:
+    values = anchored_values(tensor, layout, spec) if values is None else values
+    return {
+        "shape": list(layout.shape),
+        "dtype": str(tensor.dtype).replace("torch.", ""),
+        "unit_dim": layout.unit_dim,
+        "key": layout.key,
+        "num_anchored": int(values.numel()),
+        "sha256": values_sha256(values),
+    }
+
+
+def layout_from_manifest(name: str, entry: dict) -> TensorLayout:
+    return TensorLayout(name, tuple(entry["shape"]), entry.get("unit_dim"), entry.get("key") or name)
+
+
+@dataclass
+class TNAFileConfig:
+    """Contents of `tna_config.json`: the spec, the base it was drawn on, and the per-tensor manifest."""
+
+    spec: AnchorSpec
+    manifest: dict[str, dict] = field(default_factory=dict)
+    base_model: str | None = None
+    base_revision: str | None = None
+    hf_tna_version: str = __version__
+
+    def to_dict(self) -> dict:
+        return {
+            "anchor_spec": self.spec.to_dict(),
+            "base_model": self.base_model,
+            "base_revision": self.base_revision,
+            "format_version": FORMAT_VERSION,
+            "hash": HASH_NAME,
+            "hf_tna_version": self.hf_tna_version,
+            "manifest": self.manifest,
+            "tensor_namespace": "checkpoint",
+        }
+
+    def save(self, folder: str | Path) -> Path:
+        """Write `tna_config.json` (sorted keys) into `folder` atomically."""
+        path = Path(folder) / CONFIG_NAME
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = CONFIG_NAME) -> TNAFileConfig:
+        if not isinstance(d, dict) or "anchor_spec" not in d:
+            raise ValueError(f"{source} is not an hf_tna config: no 'anchor_spec' field")
+        if d.get("hash", HASH_NAME) != HASH_NAME:
+            raise ValueError(f"{source} uses mask hash {d['hash']!r}; this hf_tna computes {HASH_NAME!r}")
+        manifest = d.get("manifest") or {}
+        for name, entry in manifest.items():
+            missing = {"shape", "num_anchored", "sha256"} - set(entry)
+            if missing:
+                raise ValueError(f"{source}: manifest entry {name!r} lacks {sorted(missing)}")
+        return cls(
+            spec=AnchorSpec.from_dict(d["anchor_spec"]),
+            manifest=manifest,
+            base_model=d.get("base_model"),
+            base_revision=d.get("base_revision"),
+            hf_tna_version=d.get("hf_tna_version", "unknown"),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> TNAFileConfig:
+        """Read `tna_config.json` from a file or a folder holding one."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CONFIG_NAME
+        try:
+            d = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no {CONFIG_NAME} at {path}") from None
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        return cls.from_dict(d, source=str(path))
+
+    def layouts(self) -> list[TensorLayout]:
+        return [layout_from_manifest(name, entry) for name, entry in sorted(self.manifest.items())]
+
+
+def check_layouts_match(layouts: list[TensorLayout], manifest: dict[str, dict], what: str = "model") -> None:
+    """Raise ValueError naming the first tensor where `layouts` and a manifest disagree."""
+    by_name = {layout.name: layout for layout in layouts}
+    missing = sorted(set(manifest) - set(by_name))
+    extra = sorted(set(by_name) - set(manifest))
+    if missing:
+        raise ValueError(f"{CONFIG_NAME} anchors tensor {missing[0]!r}, which the {what} does not have as a targeted parameter")
+    if extra:
+        raise ValueError(f"the {what} has targeted parameter {extra[0]!r}, which {CONFIG_NAME} does not anchor")
+    for name, layout in by_name.items():
+        entry = manifest[name]
+        if tuple(entry["shape"]) != layout.shape:
+            raise ValueError(
+                f"tensor {name!r}: {CONFIG_NAME} says shape {tuple(entry['shape'])}, the {what} has {layout.shape}"
+            )
+        if entry.get("unit_dim") != layout.unit_dim:
+            raise ValueError(
+                f"tensor {name!r}: {CONFIG_NAME} anchors along unit_dim {entry.get('unit_dim')}, "
+                f"the {what} along {layout.unit_dim}"
+            )

@@ -1,0 +1,209 @@
+"""`AnchoredOptimizer`: wraps any torch optimizer so anchored entries keep their anchor values.
+
+Two calls do the work:
+- `mask_gradients()` zeroes the gradients of anchored entries. `TNATrainer` makes it before gradient
+  clipping, so the clipped and logged norm counts only free entries; hand-written loops call it before
+  `clip_grad_norm_`. `step()` makes it again (it is idempotent), so a loop that forgets it stays correct.
+- after every real `step()` the anchored entries are written back from a compact copy of their values,
+  so weight decay, momentum or any other rule of the inner optimizer cannot move them.
+
+Memory per targeted parameter: element granularity keeps a bool mask (1 byte per targeted entry) and the
+anchored values (dtype bytes per anchored entry); neuron granularity keeps the anchored unit indices and
+the anchored rows only.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .anchors import AnchorSpec, TensorLayout, anchor_mask, anchored_units, build_layouts, manifest_entry
+
+
+class ParamAnchor:
+    """The anchors of one parameter: where they are and what values they hold."""
+
+    def __init__(self, param: torch.nn.Parameter, layout: TensorLayout, spec: AnchorSpec):
+        self.param = param
+        self.layout = layout
+        data = param.detach()
+        if layout.unit_dim is None:
+            self.mask = anchor_mask(layout, spec, data.device)
+            self.index = None
+            self.values = data[self.mask].clone()
+        else:
+            self.mask = None
+            self.index = anchored_units(layout, spec, data.device)
+            self.values = data.index_select(layout.unit_dim, self.index).clone()
+
+    @property
+    def name(self) -> str:
+        return self.layout.name
+
+    @property
+    def num_anchored(self) -> int:
+        return self.values.numel()
+
+    def current_values(self) -> torch.Tensor:
+        data = self.param.detach()
+        if self.mask is not None:
+            return data[self.mask]
+        return data.index_select(self.layout.unit_dim, self.index)
+
+    def mask_gradient(self) -> None:
+        grad = self.param.grad
+        if grad is None or self.num_anchored == 0:
+            return
+        if self.mask is not None:
+            grad.masked_fill_(self.mask, 0)
+        else:
+            grad.index_fill_(self.layout.unit_dim, self.index, 0)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        if self.num_anchored == 0:
+            return
+        if self.mask is not None:
+            self.param.masked_scatter_(self.mask, self.values)
+        else:
+            self.param.index_copy_(self.layout.unit_dim, self.index, self.values)
+
+    @torch.no_grad()
+    def drift(self) -> float:
+        """Largest absolute difference between the anchored entries and their anchor values."""
+        if self.num_anchored == 0:
+            return 0.0
+        diff = (self.current_values().float() - self.values.float()).abs()
+        return float(diff.max()) if diff.numel() else 0.0
+
+    def nbytes(self) -> int:
+        extra = self.mask.numel() if self.mask is not None else self.index.numel() * self.index.element_size()
+        return extra + self.values.numel() * self.values.element_size()
+
+
+def build_anchors(model: torch.nn.Module, spec: AnchorSpec) -> list[ParamAnchor]:
+    """Anchors of every targeted trainable parameter of `model`, taking their current values."""
+    if any(type(p).__name__ == "DTensor" for p in model.parameters()):
+        raise ValueError(
+            "hf_tna anchors need whole parameters on each rank; this model holds sharded DTensors (FSDP2 / "
+            "tensor parallel). Train with DDP (`accelerate launch --multi_gpu`) instead."
+        )
+    return [ParamAnchor(param, layout, spec) for layout, param in build_layouts(model, spec)]
+
+
+class AnchoredOptimizer(torch.optim.Optimizer):
+    """Wraps `optimizer` so the anchored entries of `model` (per `spec`) never leave their anchor values.
+
+    It is a `torch.optim.Optimizer` that delegates `param_groups`, `state`, `state_dict` and `zero_grad` to
+    the inner optimizer (like accelerate's `AcceleratedOptimizer`), so LR schedulers, `GradScaler` and
+    `accelerator.prepare` accept it.
+
+    Args:
+        optimizer: any torch optimizer over (a superset or subset of) the model's parameters.
+        model: the model whose current weights become the anchor values.
+        spec: the `AnchorSpec`.
+        anchors: prebuilt anchors (advanced: to share them between optimizers).
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, model: torch.nn.Module, spec: AnchorSpec, anchors=None):
+        if isinstance(optimizer, AnchoredOptimizer):
+            raise TypeError("optimizer is already an AnchoredOptimizer; wrap the inner optimizer once")
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        self.optimizer = optimizer
+        self.spec = spec
+        self.anchors = build_anchors(model, spec) if anchors is None else anchors
+        optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        # Only parameters the inner optimizer steps can move; keep the others out of the hot loop.
+        self._active = [a for a in self.anchors if id(a.param) in optimized and a.num_anchored > 0]
+
+    # --- delegation (as accelerate's AcceleratedOptimizer) ---
+    @property
+    def defaults(self):
+        return self.optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, value):
+        self.optimizer.defaults = value
+
+    @property
+    def param_groups(self):
+        return self.optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value):
+        self.optimizer.param_groups = value
+
+    @property
+    def state(self):
+        return self.optimizer.state
+
+    @state.setter
+    def state(self, value):
+        self.optimizer.state = value
+
+    def add_param_group(self, param_group):
+        self.optimizer.add_param_group(param_group)
+
+    def state_dict(self):
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state_dict):
+        self.optimizer.load_state_dict(state_dict)
+
+    def zero_grad(self, set_to_none: bool = True):
+        self.optimizer.zero_grad(set_to_none=set_to_none)
+
+    def __getstate__(self):
+        return self.__dict__
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+
+    def __repr__(self):
+        return f"AnchoredOptimizer(ratio={self.spec.ratio}, granularity={self.spec.granularity}, {self.optimizer!r})"
+
+    # --- anchors ---
+    def mask_gradients(self) -> None:
+        """Zero the gradients of anchored entries (call before clipping the gradient norm)."""
+        for anchor in self._active:
+            anchor.mask_gradient()
+
+    def restore_anchors(self) -> None:
+        """Write the anchor values back into the anchored entries."""
+        for anchor in self._active:
+            anchor.restore()
+
+    def step(self, closure=None):
+        self.mask_gradients()
+        loss = self.optimizer.step(closure)
+        self.restore_anchors()
+        return loss
+
+    def anchor_drift(self) -> float:
+        """Largest absolute drift of any anchored entry from its anchor value (0.0 when intact)."""
+        return max((a.drift() for a in self.anchors), default=0.0)
+
+    def manifest(self) -> dict[str, dict]:
+        """Per-tensor manifest (shape, count, sha256 of the anchor values) for `tna_config.json`."""
+        return {a.name: manifest_entry(a.param, a.layout, self.spec, a.values) for a in self.anchors}
+
+    def anchor_nbytes(self) -> int:
+        """Bytes held for anchors: masks or unit indices plus the compact anchor values."""
+        return sum(a.nbytes() for a in self.anchors)
+
+
+def create_anchored_optimizer(
+    model: torch.nn.Module,
+    optimizer_cls: type[torch.optim.Optimizer] = torch.optim.AdamW,
+    spec: AnchorSpec | None = None,
+    **optimizer_kwargs,
+) -> AnchoredOptimizer:
+    """Factory for plain `Trainer` users and hand-written accelerate loops (like peft's
+    `create_loraplus_optimizer`): builds `optimizer_cls` over the trainable parameters and wraps it.
+
+    Pass the result as `Trainer(..., optimizers=(optimizer, None))`; note that `Trainer` itself does not
+    call `mask_gradients()` before clipping (use `TNATrainer` for that).
+    """
+    spec = spec or AnchorSpec()
+    params = [p for p in model.parameters() if p.requires_grad]
+    return AnchoredOptimizer(optimizer_cls(params, **optimizer_kwargs), model, spec)
