@@ -1,0 +1,178 @@
+"""`TNATrainer`: a `transformers.Trainer` that trains with fixed neuron anchors (TNA-PFN).
+
+Swap `Trainer` for `TNATrainer` and nothing else changes: the anchors are built from the model's weights
+when training starts, the optimizer (the one `Trainer` creates or the one you pass) is wrapped in an
+`AnchoredOptimizer`, gradients of anchored entries are zeroed before clipping, and `tna_config.json` is
+written beside every save, checkpoint and push.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import Trainer
+from transformers.trainer_utils import get_last_checkpoint
+from transformers.utils import logging
+
+from .anchors import CONFIG_NAME, AnchorSpec, TNAFileConfig, build_layouts, check_layouts_match, manifest_entry
+from .optimizer import AnchoredOptimizer
+from .tna_config import TNAConfig
+
+logger = logging.get_logger(__name__)
+
+
+def find_anchored_optimizer(optimizer) -> AnchoredOptimizer | None:
+    """The `AnchoredOptimizer` inside wrappers such as accelerate's `AcceleratedOptimizer`."""
+    while optimizer is not None and not isinstance(optimizer, AnchoredOptimizer):
+        optimizer = getattr(optimizer, "optimizer", None)
+    return optimizer
+
+
+def base_model_info(model) -> tuple[str | None, str | None]:
+    """(name or path, revision) of the pretrained base a model was loaded from, when known."""
+    peft_config = getattr(model, "peft_config", None)
+    if isinstance(peft_config, dict) and peft_config:
+        config = next(iter(peft_config.values()))
+        return getattr(config, "base_model_name_or_path", None), getattr(config, "revision", None)
+    config = getattr(model, "config", None)
+    if config is None:
+        return None, None
+    return getattr(config, "_name_or_path", None) or None, getattr(config, "_commit_hash", None)
+
+
+class TNATrainer(Trainer):
+    """`Trainer` with training-time neuron alignment: anchored entries keep their initial values.
+
+    Takes exactly `Trainer`'s arguments, plus:
+        anchor_spec (`AnchorSpec`, *optional*): the anchors. Defaults to `args.anchor_spec` when `args` is a
+            `TNAConfig`, else `AnchorSpec()` (ratio 0.4, element granularity, seed 0).
+
+    FSDP and DeepSpeed are refused (anchors need whole parameters on each rank): use DDP.
+    """
+
+    def __init__(self, *args, anchor_spec: AnchorSpec | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if anchor_spec is None:
+            anchor_spec = self.args.anchor_spec if isinstance(self.args, TNAConfig) else AnchorSpec()
+        if not isinstance(anchor_spec, AnchorSpec):
+            raise TypeError(f"anchor_spec must be an hf_tna.AnchorSpec, got {type(anchor_spec).__name__}")
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            raise ValueError(
+                "TNATrainer does not support FSDP or DeepSpeed: their sharded parameters and optimizer states "
+                "cannot hold anchors bitwise. Train with DDP (`accelerate launch --multi_gpu` or torchrun) instead."
+            )
+        self.anchor_spec = anchor_spec
+        self._resume_tna: TNAFileConfig | None = None
+        if anchor_spec.ratio > 0 and self.model is not None:  # bad include/exclude patterns fail now
+            build_layouts(self.model, anchor_spec)
+
+    # --- anchors ---
+    @property
+    def anchored_optimizer(self) -> AnchoredOptimizer | None:
+        return find_anchored_optimizer(self.optimizer)
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if find_anchored_optimizer(optimizer) is None:
+            self.optimizer = AnchoredOptimizer(optimizer, self.model if model is None else model, self.anchor_spec)
+            self._sync_anchor_values()
+            self._check_resumed_anchors()
+        return self.optimizer
+
+    def _sync_anchor_values(self) -> None:
+        """Under DDP, every rank takes rank 0's anchor values (DDP broadcasts rank 0's weights too)."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        if torch.distributed.get_world_size() == 1:
+            return
+        for anchor in self.anchored_optimizer.anchors:
+            values = anchor.values.to(self.args.device)
+            torch.distributed.broadcast(values, src=0)
+            anchor.values = values.to(anchor.values.device)
+
+    def _check_resumed_anchors(self) -> None:
+        resumed = self._resume_tna
+        if resumed is None:
+            return
+        anchors = self.anchored_optimizer.anchors
+        check_layouts_match([a.layout for a in anchors], resumed.manifest, what="model being resumed")
+        for anchor in anchors:
+            entry = manifest_entry(anchor.param, anchor.layout, self.anchor_spec, anchor.values)
+            if entry["sha256"] != resumed.manifest[anchor.name]["sha256"]:
+                raise ValueError(
+                    f"resumed weights of tensor {anchor.name!r} do not hold the anchor values recorded in the "
+                    f"checkpoint's {CONFIG_NAME}: the checkpoint was modified or belongs to another base"
+                )
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # Zero anchored gradients before Trainer clips and logs the norm: the norm counts free entries only.
+        optimizer = self.anchored_optimizer
+        if optimizer is not None:
+            optimizer.mask_gradients()
+        return loss
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        self._resume_tna = None
+        if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
+            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            if resume_from_checkpoint is None:
+                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
+        if resume_from_checkpoint:
+            self._resume_tna = TNAFileConfig.load(resume_from_checkpoint)
+            if self._resume_tna.spec != self.anchor_spec:
+                raise ValueError(
+                    f"checkpoint {resume_from_checkpoint} was trained with anchors {self._resume_tna.spec}, "
+                    f"but this TNATrainer has {self.anchor_spec}; resume with the checkpoint's anchor settings"
+                )
+        return super().train(
+            resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
+        )
+
+    def anchor_config(self) -> TNAFileConfig:
+        """The `tna_config.json` content: the spec, the base and the manifest of the anchor values."""
+        optimizer = self.anchored_optimizer
+        if optimizer is not None:
+            manifest = optimizer.manifest()
+        else:  # saved before training: the current weights are the anchor values
+            manifest = {
+                layout.name: manifest_entry(param, layout, self.anchor_spec)
+                for layout, param in build_layouts(self.model, self.anchor_spec)
+            }
+        base_model, base_revision = base_model_info(self.accelerator.unwrap_model(self.model))
+        if self._resume_tna is not None:
+            base_model = self._resume_tna.base_model or base_model
+            base_revision = self._resume_tna.base_revision or base_revision
+        return TNAFileConfig(self.anchor_spec, manifest, base_model, base_revision)
+
+    # --- saving, logging, model card ---
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        super()._save(output_dir, state_dict=state_dict)
+        if self.args.should_save:
+            self.anchor_config().save(output_dir if output_dir is not None else self.args.output_dir)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        optimizer = self.anchored_optimizer
+        if optimizer is not None and "loss" in logs:
+            logs["anchor_drift"] = optimizer.anchor_drift()
+        super().log(logs, start_time)
+
+    def create_model_card(self, *args, tags=None, **kwargs):
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        super().create_model_card(*args, tags=tags + ["hf_tna", "tna-pfn"], **kwargs)
+        if not self.is_world_process_zero():
+            return
+        path = Path(self.args.output_dir) / "README.md"
+        if path.exists():
+            spec = self.anchor_spec
+            section = (
+                "\n## Training-time neuron alignment (hf_tna)\n\n"
+                f"Trained with fixed neuron anchors (TNA-PFN, arXiv 2402.01342): ratio {spec.ratio}, "
+                f"granularity `{spec.granularity}`, seed {spec.seed}, round {spec.round}, include "
+                f"`{list(spec.include) if spec.include else 'all trainable'}`, exclude "
+                f"`{list(spec.exclude) if spec.exclude else []}`. Anchored entries hold their base values "
+                f"bitwise; `{CONFIG_NAME}` lists them per tensor. Check with `hf-tna verify {os.path.basename(self.args.output_dir)}`.\n"
+            )
+            path.write_text(path.read_text() + section)
