@@ -259,31 +259,40 @@ def checkpoint_names(model: torch.nn.Module) -> dict[int, str]:
     transformers v5 renames some parameters in memory; its own `revert_weight_conversion` gives the saved
     names. Parameters that the conversion does more than rename (fused, split, transposed) are refused.
     """
+    names, converted = _checkpoint_names(model)
+    if converted:
+        raise ValueError(_converted_message(model, next(iter(converted.values()))))
+    return names
+
+
+def _converted_message(model, name: str) -> str:
+    return (
+        f"Cannot anchor {type(unwrap_model(model)).__name__}: transformers converts parameter {name!r} (fuses, "
+        "splits or reshapes it) when saving, so its entries have no stable checkpoint name. Exclude it with "
+        "`anchor_exclude` (patterns match its in-memory name) or anchor a model whose checkpoint conversion "
+        "only renames tensors."
+    )
+
+
+def _checkpoint_names(model: torch.nn.Module) -> tuple[dict[int, str], dict[int, str]]:
+    """(id -> checkpoint name for renamed-only parameters, id -> in-memory name for converted ones)."""
     model = unwrap_model(model)
     named = {name: p for name, p in model.named_parameters()}
-    peft_adapter = getattr(model, "peft_config", None) is not None and hasattr(model, "active_adapter")
-    if peft_adapter:
-        return _peft_checkpoint_names(model, named)
+    if getattr(model, "peft_config", None) is not None and hasattr(model, "active_adapter"):
+        return _peft_checkpoint_names(model, named), {}
+    plain = {id(p): strip_wrapper_prefixes(n) for n, p in named.items()}
     try:
         from transformers import PreTrainedModel
         from transformers.core_model_loading import revert_weight_conversion
     except ImportError:  # pragma: no cover - transformers is a hard dependency
-        return {id(p): strip_wrapper_prefixes(n) for n, p in named.items()}
+        return plain, {}
     if not isinstance(model, PreTrainedModel):
-        return {id(p): strip_wrapper_prefixes(n) for n, p in named.items()}
+        return plain, {}
     reverted = revert_weight_conversion(model, dict(named))
     by_id = {id(t): name for name, t in reverted.items()}
-    out = {}
-    for name, p in named.items():
-        if id(p) not in by_id:
-            raise ValueError(
-                f"Cannot anchor {type(model).__name__}: transformers converts parameter {name!r} "
-                "(fuses, splits or reshapes it) when saving, so no stable checkpoint name exists for its "
-                "entries. Exclude it with `anchor_exclude` or anchor a model whose checkpoint conversion "
-                "only renames tensors."
-            )
-        out[id(p)] = by_id[id(p)]
-    return out
+    names = {id(p): by_id[id(p)] for p in named.values() if id(p) in by_id}
+    converted = {id(p): n for n, p in named.items() if id(p) not in by_id}
+    return names, converted
 
 
 def _peft_checkpoint_names(model, named: dict[str, torch.Tensor]) -> dict[int, str]:
@@ -306,7 +315,7 @@ def build_layouts(model: torch.nn.Module, spec: AnchorSpec) -> list[tuple[Tensor
     Raises ValueError when `include` / `exclude` patterns match no parameter.
     """
     model = unwrap_model(model)
-    names = checkpoint_names(model)
+    names, converted = _checkpoint_names(model)
     seen: set[int] = set()
     rows = []
     all_names = []
@@ -315,9 +324,14 @@ def build_layouts(model: torch.nn.Module, spec: AnchorSpec) -> list[tuple[Tensor
             if id(param) in seen:
                 continue
             seen.add(id(param))
-            name = names.get(id(param))
-            if name is None or not param.requires_grad:
+            if not param.requires_grad:
                 continue
+            if id(param) in converted:
+                all_names.append(converted[id(param)])
+                if spec.targets(converted[id(param)]):
+                    raise ValueError(_converted_message(model, converted[id(param)]))
+                continue
+            name = names[id(param)]
             all_names.append(name)
             if not spec.targets(name):
                 continue
