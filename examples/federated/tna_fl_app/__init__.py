@@ -1,0 +1,1 @@
+"""FedPFN / FedPNU (hf_tna) Flower app: Fashion-MNIST, Dirichlet label skew, the authors' FL CNN."""
