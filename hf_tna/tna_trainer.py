@@ -42,6 +42,14 @@ def base_model_info(model) -> tuple[str | None, str | None]:
     return getattr(config, "_name_or_path", None) or None, getattr(config, "_commit_hash", None)
 
 
+def _refuse_sharding(args, forced: bool = False) -> None:
+    if forced or (args is not None and (getattr(args, "fsdp", None) or getattr(args, "deepspeed", None))):
+        raise ValueError(
+            "TNATrainer does not support FSDP or DeepSpeed: their sharded parameters and optimizer states "
+            "cannot hold anchors bitwise. Train with DDP (`accelerate launch --multi_gpu` or torchrun) instead."
+        )
+
+
 class TNATrainer(Trainer):
     """`Trainer` with training-time neuron alignment: anchored entries keep their initial values.
 
@@ -53,16 +61,15 @@ class TNATrainer(Trainer):
     """
 
     def __init__(self, *args, anchor_spec: AnchorSpec | None = None, **kwargs):
+        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
+        _refuse_sharding(training_args)
         super().__init__(*args, **kwargs)
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:  # enabled by an accelerate config
+            _refuse_sharding(None, forced=True)
         if anchor_spec is None:
             anchor_spec = self.args.anchor_spec if isinstance(self.args, TNAConfig) else AnchorSpec()
         if not isinstance(anchor_spec, AnchorSpec):
             raise TypeError(f"anchor_spec must be an hf_tna.AnchorSpec, got {type(anchor_spec).__name__}")
-        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
-            raise ValueError(
-                "TNATrainer does not support FSDP or DeepSpeed: their sharded parameters and optimizer states "
-                "cannot hold anchors bitwise. Train with DDP (`accelerate launch --multi_gpu` or torchrun) instead."
-            )
         self.anchor_spec = anchor_spec
         self._resume_tna: TNAFileConfig | None = None
         if anchor_spec.ratio > 0 and self.model is not None:  # bad include/exclude patterns fail now
