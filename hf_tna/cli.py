@@ -12,6 +12,9 @@ import sys
 
 # subcommand name -> module that defines `add_parser(subparsers)`
 SUBCOMMANDS = {
+    "soup": "hf_tna.fusion_cli",
+    "interpolate": "hf_tna.fusion_cli",
+    "barrier": "hf_tna.fusion_cli",
     "verify": "hf_tna.verify",
 }
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import re
+import struct
 from pathlib import Path
 
 import torch
@@ -101,3 +104,233 @@ def checkpoint_weight_map(folder: str | Path) -> dict[str, str]:
             "`model.save_pretrained(folder, safe_serialization=True)` (pickle files can run code on load)."
         )
     raise FileNotFoundError(f"no safetensors weights ({SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME}) in {folder}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Streaming without mmap: read one tensor with plain file reads, write shards tensor by tensor
+# --------------------------------------------------------------------------------------------------
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn,
+    "F8_E5M2": torch.float8_e5m2,
+}
+_DTYPE_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def safetensors_dtype(dtype: torch.dtype | str) -> str:
+    """The safetensors name of a dtype ("F32", "BF16", ...); strings are checked and returned."""
+    if isinstance(dtype, str):
+        name = dtype.replace("torch.", "")
+        for st_name, torch_dtype in SAFETENSORS_DTYPES.items():
+            if name in (st_name, str(torch_dtype).replace("torch.", "")):
+                return st_name
+        raise ValueError(f"unknown dtype {dtype!r}; known: {sorted(SAFETENSORS_DTYPES)}")
+    if dtype not in _DTYPE_NAMES:
+        raise ValueError(f"dtype {dtype} cannot be stored in safetensors by hf_tna")
+    return _DTYPE_NAMES[dtype]
+
+
+def parse_size(size: int | str) -> int:
+    """Bytes in `size`: an int, or a string like "5GB", "500MB", "2GiB"."""
+    if isinstance(size, int):
+        return size
+    match = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", str(size))
+    unit = match.group(2).upper() if match else None
+    if not match or unit not in _SIZE_UNITS:
+        raise ValueError(f"cannot read size {size!r}; write e.g. 5GB, 500MB or 2GiB")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
+
+def read_safetensors_header(path: str | Path) -> tuple[dict[str, dict], int, dict]:
+    """(tensor name -> {dtype, shape, data_offsets}, byte offset of the data, __metadata__) of one file."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise ValueError(f"{path} is not a safetensors file: shorter than 8 bytes")
+        (size,) = struct.unpack("<Q", head)
+        if size > 100_000_000:
+            raise ValueError(f"{path} is not a safetensors file: header length {size}")
+        try:
+            header = json.loads(f.read(size))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not a safetensors file: bad header ({err})") from None
+    metadata = header.pop("__metadata__", None) or {}
+    return header, 8 + size, metadata
+
+
+class StreamingCheckpointReader(CheckpointReader):
+    """A `CheckpointReader` that reads each tensor with plain file reads instead of mmap.
+
+    Only the tensors asked for occupy memory (mapped files would count every page touched in the
+    process' resident set), so fusing N checkpoints needs memory for a few tensors, not N models.
+    `specs()` gives name -> (shape, safetensors dtype) from the headers, without reading data.
+    """
+
+    def __init__(self, folder: str | Path):
+        super().__init__(folder)
+        self._headers: dict[str, tuple[dict, int]] = {}
+        self._files: dict[str, object] = {}
+        for filename in sorted(set(self.weight_map.values())):
+            header, start, _ = read_safetensors_header(self.folder / filename)
+            self._headers[filename] = (header, start)
+        for name, filename in self.weight_map.items():
+            if name not in self._headers[filename][0]:
+                raise ValueError(f"the index of {self.folder} puts tensor {name!r} in {filename}, which lacks it")
+
+    def _entry(self, name: str) -> tuple[str, dict, int]:
+        filename = self.weight_map.get(name)
+        if filename is None:
+            raise KeyError(f"tensor {name!r} is not in checkpoint {self.folder}")
+        header, start = self._headers[filename]
+        return filename, header[name], start
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._entry(name)[1]["shape"])
+
+    def dtype(self, name: str) -> str:
+        return self._entry(name)[1]["dtype"]
+
+    def specs(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        return {name: (self.shape(name), self.dtype(name)) for name in self.keys()}
+
+    def get(self, name: str) -> torch.Tensor:
+        filename, entry, start = self._entry(name)
+        if entry["dtype"] not in SAFETENSORS_DTYPES:
+            raise ValueError(f"tensor {name!r} in {self.folder / filename} has unsupported dtype {entry['dtype']}")
+        begin, end = entry["data_offsets"]
+        buf = torch.empty(end - begin, dtype=torch.uint8)
+        if filename not in self._files:
+            self._files[filename] = open(self.folder / filename, "rb", buffering=0)
+        f = self._files[filename]
+        f.seek(start + begin)
+        view, done = memoryview(buf.numpy()), 0
+        while done < len(view):
+            got = f.readinto(view[done:])
+            if not got:
+                raise ValueError(f"{self.folder / filename} is truncated: tensor {name!r} ends past the file")
+            done += got
+        return buf.view(SAFETENSORS_DTYPES[entry["dtype"]]).reshape(entry["shape"])
+
+    def close(self):
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+        super().close()
+
+
+def tensor_nbytes(shape, dtype: str) -> int:
+    return math.prod(shape) * SAFETENSORS_DTYPES[safetensors_dtype(dtype)].itemsize
+
+
+def plan_shards(specs: dict[str, tuple], max_shard_size: int | str) -> list[list[str]]:
+    """Split tensor names (in the given order) into consecutive shards of at most `max_shard_size` bytes.
+
+    A tensor bigger than the limit gets a shard of its own (as transformers does).
+    """
+    limit = parse_size(max_shard_size)
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name, (shape, dtype) in specs.items():
+        nbytes = tensor_nbytes(shape, dtype)
+        if shards[-1] and size + nbytes > limit:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    return shards
+
+
+class ShardedSafetensorsWriter:
+    """Write a (sharded) safetensors checkpoint one tensor at a time, in any order.
+
+    The layout is planned from `specs` (name -> (shape, dtype)) up front, so each shard's header is
+    written first and every tensor goes straight to its place: memory holds one tensor, never a shard.
+    Files are named like transformers' (`model.safetensors`, or `model-00001-of-00003.safetensors` plus
+    `model.safetensors.index.json`). `close()` checks every tensor was written; use as a context manager.
+    """
+
+    def __init__(self, folder, specs: dict[str, tuple], max_shard_size: int | str = "5GB",
+                 weights_name: str = SAFE_WEIGHTS_NAME, metadata: dict | None = None):
+        self.folder = Path(folder)
+        self.specs = {name: (tuple(shape), safetensors_dtype(dtype)) for name, (shape, dtype) in specs.items()}
+        shards = plan_shards(self.specs, max_shard_size)
+        stem, ext = weights_name.rsplit(".", 1)
+        self.files = [weights_name] if len(shards) == 1 else [
+            f"{stem}-{i + 1:05d}-of-{len(shards):05d}.{ext}" for i in range(len(shards))
+        ]
+        self.index_name = f"{weights_name}.index.json"
+        self.weight_map: dict[str, str] = {}
+        self._where: dict[str, tuple[int, int]] = {}
+        self._handles = []
+        self._written: set[str] = set()
+        meta = {"format": "pt", **(metadata or {})}
+        self.total_size = 0
+        for filename, names in zip(self.files, shards):
+            header, offset = {"__metadata__": meta}, 0
+            for name in names:
+                shape, dtype = self.specs[name]
+                nbytes = tensor_nbytes(shape, dtype)
+                header[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+                offset += nbytes
+            raw = json.dumps(header, separators=(",", ":")).encode()
+            raw += b" " * (-len(raw) % 8)
+            f = open(self.folder / filename, "wb")
+            f.write(struct.pack("<Q", len(raw)) + raw)
+            start = 8 + len(raw)
+            f.truncate(start + offset)
+            self._handles.append(f)
+            for name in names:
+                self.weight_map[name] = filename
+                self._where[name] = (len(self._handles) - 1, start + header[name]["data_offsets"][0])
+            self.total_size += offset
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        if name not in self.specs:
+            raise KeyError(f"tensor {name!r} is not in the planned checkpoint")
+        shape, dtype = self.specs[name]
+        if tuple(tensor.shape) != shape or safetensors_dtype(tensor.dtype) != dtype:
+            raise ValueError(
+                f"tensor {name!r} is {tuple(tensor.shape)} {tensor.dtype}, the plan says {shape} {dtype}"
+            )
+        handle, offset = self._where[name]
+        data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        f = self._handles[handle]
+        f.seek(offset)
+        f.write(memoryview(data))
+        self._written.add(name)
+
+    def close(self) -> list[str]:
+        """Close the files, write the index when sharded; return the files written."""
+        for f in self._handles:
+            f.close()
+        self._handles = []
+        missing = sorted(set(self.specs) - self._written)
+        if missing:
+            raise ValueError(f"checkpoint incomplete: tensor {missing[0]!r} (and {len(missing) - 1} more) never written")
+        if len(self.files) > 1:
+            index = {"metadata": {"total_size": self.total_size}, "weight_map": dict(sorted(self.weight_map.items()))}
+            (self.folder / self.index_name).write_text(json.dumps(index, indent=2) + "\n")
+            return [*self.files, self.index_name]
+        return list(self.files)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+        else:
+            for f in self._handles:
+                f.close()
+            self._handles = []

@@ -1,0 +1,124 @@
+"""Soups of PEFT LoRA adapters (folders with `adapter_config.json` + `adapter_model.safetensors`).
+
+Two modes, because averaging LoRA factors is not averaging models:
+
+- ``lora_mode="merged"`` (default, exact): each adapter's update of a layer is ``delta W_i = s_i B_i A_i``
+  (``s = lora_alpha / r``, or ``lora_alpha / sqrt(r)`` with rsLoRA; transposed for ``fan_in_fan_out``).
+  The soup is the full model ``W + sum_i w_i delta W_i / sum_i w_i`` written with the *base* checkpoint's
+  tensors and key set (needs `base`); `modules_to_save` tensors (e.g. a classifier head) are averaged
+  and written under their base names; every other tensor is the base's. This is exactly the average of
+  the merged models (up to float rounding; computed in float64).
+- ``lora_mode="factors"`` (not exact, warns): ``A`` and ``B`` are averaged separately and written as an
+  adapter folder with the ingredients' key set. ``mean(B) mean(A) != mean(B A)``, so the result is not
+  the average of the merged models; use it only when adapters must stay adapters.
+
+Only plain LoRA on linear layers is handled; DoRA, embedding/conv LoRA and rank/alpha patterns are refused.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+
+import torch
+
+from .fusion import average_tensors
+
+LORA_MODES = ("merged", "factors")
+PREFIX = "base_model.model."
+_LORA_KEY = re.compile(r"^base_model\.model\.(.+)\.lora_([AB])\.weight$")
+_SAME_FIELDS = ("peft_type", "r", "lora_alpha", "use_rslora", "fan_in_fan_out", "target_modules", "modules_to_save")
+
+
+def check_adapters(ingredients) -> None:
+    """All ingredients are plain LoRA adapters with one configuration, else ValueError naming one."""
+    ref = ingredients[0]
+    for ing in ingredients:
+        cfg = ing.adapter_config
+        if cfg is None:
+            raise ValueError(f"{ing.name} is not a PEFT adapter but {ref.name} is: do not mix adapters and models")
+        if cfg.get("peft_type", "LORA") != "LORA":
+            raise ValueError(f"{ing.name} is a {cfg.get('peft_type')} adapter; only LoRA adapters can be souped")
+        if cfg.get("use_dora"):
+            raise ValueError(f"{ing.name} uses DoRA; its magnitude vectors cannot be souped as LoRA updates")
+        if cfg.get("rank_pattern") or cfg.get("alpha_pattern"):
+            raise ValueError(f"{ing.name} sets rank_pattern/alpha_pattern; per-layer ranks are not supported")
+        for fname in _SAME_FIELDS:
+            a, b = ref.adapter_config.get(fname), cfg.get(fname)
+            if isinstance(a, list) and isinstance(b, list):
+                a, b = sorted(a), sorted(b)
+            if a != b:
+                raise ValueError(f"{ing.name}: adapter_config.json {fname}={b!r}, {ref.name} has {a!r}; "
+                                 "souped adapters need one LoRA configuration")
+
+
+def lora_scale(adapter_config: dict) -> float:
+    r, alpha = adapter_config["r"], adapter_config["lora_alpha"]
+    return alpha / math.sqrt(r) if adapter_config.get("use_rslora") else alpha / r
+
+
+def lora_layers(adapter_keys, base_keys) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """(base weight name -> (lora_A key, lora_B key), base name -> adapter key of modules_to_save tensors)."""
+    layers: dict[str, dict[str, str]] = {}
+    saved = {}
+    base_keys = set(base_keys)
+    for key in adapter_keys:
+        match = _LORA_KEY.match(key)
+        if match:
+            layers.setdefault(f"{match.group(1)}.weight", {})[match.group(2)] = key
+            continue
+        name = key[len(PREFIX):] if key.startswith(PREFIX) else key
+        if name not in base_keys:
+            raise ValueError(f"adapter tensor {key!r} is neither a LoRA factor of a linear layer nor a tensor of the "
+                             f"base (no {name!r}); embedding/conv LoRA and DoRA are not supported")
+        saved[name] = key
+    out = {}
+    for name, factors in layers.items():
+        if name not in base_keys:
+            raise ValueError(f"LoRA layer {name!r} has no weight in the base checkpoint: is it the adapters' base?")
+        if set(factors) != {"A", "B"}:
+            raise ValueError(f"LoRA layer {name!r} lacks its lora_{({'A', 'B'} - set(factors)).pop()} factor")
+        out[name] = (factors["A"], factors["B"])
+    return out, saved
+
+
+def lora_delta(a: torch.Tensor, b: torch.Tensor, scale: float, fan_in_fan_out: bool) -> torch.Tensor:
+    """``scale * B @ A`` in float64 (transposed for fan_in_fan_out layers such as GPT-2's Conv1D)."""
+    if a.dim() != 2 or b.dim() != 2:
+        raise ValueError(f"LoRA factors of shapes {tuple(a.shape)}, {tuple(b.shape)}: only linear layers are supported")
+    delta = (b.double() @ a.double()) * scale
+    return delta.T if fan_in_fan_out else delta
+
+
+def merged_fuse(adapters, base, weights=None):
+    """``fuse(key)`` for `write_fused`: base + weighted mean of the adapters' merged updates."""
+    layers, saved = lora_layers(adapters[0].specs, base.specs)
+    cfg = adapters[0].adapter_config
+    scale, fifo = lora_scale(cfg), bool(cfg.get("fan_in_fan_out"))
+    w = [1.0] * len(adapters) if weights is None else [float(x) for x in weights]
+    total = sum(w)
+
+    def fuse(key):
+        if key in layers:
+            a_key, b_key = layers[key]
+            delta = None
+            for wi, ing in zip(w, adapters):
+                d = lora_delta(ing.get(a_key), ing.get(b_key), scale, fifo).mul_(wi)
+                delta = d if delta is None else delta.add_(d)
+            weight = base.get(key)
+            if delta.shape != weight.shape:
+                raise ValueError(f"LoRA update of {key!r} has shape {tuple(delta.shape)}, the base weight "
+                                 f"{tuple(weight.shape)}: check fan_in_fan_out and the base model")
+            return (weight.double() + delta / total).to(weight.dtype)
+        if key in saved:
+            return average_tensors((ing.get(saved[key]) for ing in adapters), weights)
+        return base.get(key)
+
+    return fuse
+
+
+def warn_factors() -> None:
+    warnings.warn("lora_mode='factors' averages LoRA A and B separately: mean(B) @ mean(A) is not the mean of the "
+                  "updates B @ A, so the soup is not the average of the merged models. Pass a base model for the "
+                  "exact 'merged' mode.", stacklevel=3)
