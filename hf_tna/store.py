@@ -1,0 +1,552 @@
+"""Publish and fetch model folders on the Hugging Face Hub (`HubStore`) or in an offline folder (`LocalStore`).
+
+Both classes have the same methods (the `Store` protocol), so code written against one runs on the other:
+
+    store = open_store("hub")                  # or open_store("/data/store"), open_store("file:///data/store")
+    store.create_repo("org/model")
+    sha = store.upload_folder("org/model", "checkpoint/", "round 3")
+    folder, sha = store.download("org/model", revision=sha)
+
+A `LocalStore` is a directory of immutable, content-addressed commits: `blobs/{sha256}` hold file contents,
+`commits/{sha1}.json` a manifest (parents, message, date, `{path: {sha256, size}}`), named by the sha1 of its
+bytes, and `refs/branches/{name}`, `refs/tags/{name}` a commit sha. Writes go to a temporary file then are
+renamed; a commit holds an exclusive `fcntl.flock` on the repo's `lock` file, so threads and processes can
+commit at once. Like the Hub, a new repo starts with one commit holding a `.gitattributes` file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import quote, unquote
+
+DEFAULT_BRANCH = "main"
+REPO_META_NAME = "repo.json"
+REF_KINDS = {"branches": "branch", "tags": "tag"}
+LOCK_NAME = "lock"
+LOCK_TIMEOUT_S = 120.0
+LFS_PATTERNS = (
+    "*.safetensors *.bin *.pt *.pth *.ckpt *.h5 *.msgpack *.onnx *.npy *.npz *.pkl *.gz *.zip *.tar *tfevents*"
+)
+GITATTRIBUTES = "".join(f"{pattern} filter=lfs diff=lfs merge=lfs -text\n" for pattern in LFS_PATTERNS.split())
+REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+SHA_RE = re.compile(r"^[0-9a-f]{40}$")
+IGNORED_FOLDERS = (".git", ".cache/huggingface")  # never uploaded, like huggingface_hub's upload_folder
+
+FileSource = str | Path | bytes
+
+
+class StaleParentError(RuntimeError):
+    """`parent_commit` was given and is no longer the head of the branch: someone committed in between."""
+
+
+class RepoNotFoundError(ValueError):
+    """The repository does not exist in the store."""
+
+
+class RevisionNotFoundError(ValueError):
+    """The branch, tag or commit does not exist in the repository."""
+
+
+class Store(Protocol):
+    """What `HubStore` and `LocalStore` both offer (see `LocalStore` for the argument types)."""
+
+    def create_repo(self, repo_id, private=False, exist_ok=True) -> None: ...
+    def commit(
+        self, repo_id, files, message, revision="main", parent_commit=None, create_branch=True, delete=None
+    ): ...
+    def upload_folder(self, repo_id, folder, message, revision="main", parent_commit=None) -> str: ...
+    def create_branch(self, repo_id, branch, revision=None, exist_ok=True) -> None: ...
+    def create_tag(self, repo_id, tag, revision="main", exist_ok=False) -> None: ...
+    def list_refs(self, repo_id) -> dict[str, dict[str, str]]: ...
+    def resolve(self, repo_id, revision="main") -> str: ...
+    def list_files(self, repo_id, revision="main") -> list[str]: ...
+    def read_file(self, repo_id, path, revision="main") -> bytes: ...
+    def download(self, repo_id, revision="main", allow_patterns=None, local_dir=None) -> tuple[Path, str]: ...
+    def repo_exists(self, repo_id) -> bool: ...
+
+
+# -- helpers shared by both stores ---------------------------------------------------------------------------
+def check_repo_id(repo_id: str) -> str:
+    if not isinstance(repo_id, str) or not REPO_ID_RE.match(repo_id) or "--" in repo_id or ".." in repo_id:
+        raise ValueError(f"repo_id {repo_id!r} is not valid: write it as 'namespace/name' (letters, digits, -_.)")
+    return repo_id
+
+
+def check_repo_path(path: str, folder_ok: bool = False) -> str:
+    """A path inside a repo: relative, '/'-separated, no '.' or '..' parts (a trailing '/' names a folder)."""
+    parts = str(path).removesuffix("/" if folder_ok else "").split("/")
+    if "\\" in str(path) or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"path in repo {path!r} is not valid: use a relative path like 'sub/model.safetensors'")
+    return str(path)
+
+
+def check_ref_name(name: str, kind: str) -> str:
+    if not name or SHA_RE.match(name) or ".." in name or name.strip("/") != name or re.search(r"[\s~^:?*\[\\]", name):
+        raise ValueError(f"{kind} name {name!r} is not valid: use letters, digits, '-', '_', '.', '/'")
+    return name
+
+
+def parse_repo_ref(ref: str) -> tuple[str, str | None]:
+    """'org/name@rev' -> ('org/name', 'rev'); 'org/name' -> ('org/name', None)."""
+    repo_id, sep, revision = str(ref).partition("@")
+    check_repo_id(repo_id)
+    if sep and not revision:
+        raise ValueError(f"{ref!r} ends with '@' but names no revision: write 'org/name@main' or drop the '@'")
+    return repo_id, revision or None
+
+
+def open_store(location: str | Path | None = None) -> HubStore | LocalStore:
+    """None, 'hub' or 'hf': the Hub at HF_ENDPOINT; 'http(s)://...': a Hub at that URL; else a local folder."""
+    if location is None or str(location).lower() in ("hub", "hf"):
+        return HubStore()
+    location = str(location)
+    if location.startswith(("http://", "https://")):
+        return HubStore(endpoint=location)
+    return LocalStore(location.removeprefix("file://"))
+
+
+def folder_files(folder: str | Path) -> dict[str, Path]:
+    """Every file below `folder`, keyed by its '/'-separated relative path (`.git`, `.cache/huggingface` skipped)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NotADirectoryError(f"cannot upload {folder}: it is not a folder")
+    files = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).as_posix()
+        if path.is_file() and not any(rel == f or rel.startswith(f + "/") for f in IGNORED_FOLDERS):
+            files[rel] = path
+    return files
+
+
+def check_source(path_in_repo: str, source: FileSource) -> FileSource:
+    if isinstance(source, bytes):
+        return source
+    if not isinstance(source, (str, Path)):
+        raise TypeError(f"files[{path_in_repo!r}] must be bytes or a local file path, not {type(source).__name__}")
+    if not Path(source).is_file():
+        raise FileNotFoundError(f"files[{path_in_repo!r}] = {str(source)!r} is not an existing local file")
+    return source
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def branch_to_create(refs: dict, repo_id: str, branch: str, create: bool) -> bool:
+    """Whether committing to `branch` must first create it (from main's head); refuses tags and shas."""
+    if branch in refs["branches"]:
+        return False
+    if branch in refs["tags"] or SHA_RE.match(branch):
+        raise ValueError(f"cannot commit to {repo_id}@{branch}: it is a tag or a commit, not a branch")
+    if not create:
+        raise RevisionNotFoundError(f"branch {branch!r} not found in {repo_id}: pass create_branch=True")
+    check_ref_name(branch, "branch")
+    return True
+
+
+def apply_changes(old: dict, added: dict, deleted: list[str], where: str) -> dict:
+    """New `{path: entry}` map: `deleted` files (or folders, with a trailing '/') removed, then `added` set."""
+    new = dict(old)
+    for path in deleted:
+        if path.endswith("/"):
+            gone = [p for p in new if p.startswith(path)]
+        else:
+            gone = [path] if path in new else []
+        if not gone:
+            raise FileNotFoundError(f"cannot delete {path!r}: it does not exist in {where}")
+        for p in gone:
+            del new[p]
+    new.update(added)
+    return new
+
+
+# -- LocalStore ----------------------------------------------------------------------------------------------
+class LocalStore:
+    """An offline store in folder `root`, one `models--{namespace}--{name}` folder per repo (see module doc)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).expanduser().resolve()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
+
+    def _dir(self, repo_id: str) -> Path:
+        return self.root / ("models--" + check_repo_id(repo_id).replace("/", "--"))
+
+    def _repo(self, repo_id: str) -> Path:
+        repo_dir = self._dir(repo_id)
+        if not (repo_dir / REPO_META_NAME).is_file():
+            raise RepoNotFoundError(f"repository {repo_id!r} not found in {self}: create it with create_repo()")
+        return repo_dir
+
+    @contextlib.contextmanager
+    def _locked(self, repo_dir: Path):
+        fd = os.open(repo_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline, wait = time.monotonic() + LOCK_TIMEOUT_S, 0.005
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{repo_dir / LOCK_NAME} stayed locked for {LOCK_TIMEOUT_S}s") from None
+                    time.sleep(wait)
+                    wait = min(wait * 2, 0.1)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    @staticmethod
+    def _refs(repo_dir: Path, kind: str) -> dict[str, str]:
+        folder = repo_dir / "refs" / kind
+        return {unquote(p.name): p.read_text().strip() for p in sorted(folder.iterdir()) if not p.name.startswith(".")}
+
+    @staticmethod
+    def _write_ref(repo_dir: Path, kind: str, name: str, sha: str) -> None:
+        atomic_write(repo_dir / "refs" / kind / quote(name, safe=""), sha.encode())
+
+    @staticmethod
+    def _put_blob(repo_dir: Path, source: FileSource) -> dict:
+        """Copy `source` into `blobs/{sha256}` (atomically, once) and return its `{sha256, size}` entry."""
+        blobs = repo_dir / "blobs"
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=blobs)
+        digest, size = hashlib.sha256(), 0
+        try:
+            with os.fdopen(fd, "wb") as out, contextlib.ExitStack() as stack:
+                src = stack.enter_context(open(source, "rb")) if not isinstance(source, bytes) else None
+                for chunk in iter(lambda: src.read(1 << 20), b"") if src else [source]:
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+            os.replace(tmp, blobs / digest.hexdigest())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        return {"sha256": digest.hexdigest(), "size": size}
+
+    @staticmethod
+    def _write_commit(repo_dir: Path, parents: list[str], message: str, files: dict) -> str:
+        manifest = {
+            "parents": parents,
+            "message": message,
+            "date": datetime.now(timezone.utc).isoformat(),
+            "files": dict(sorted(files.items())),
+        }
+        data = json.dumps(manifest, sort_keys=True, indent=1).encode()
+        sha = hashlib.sha1(data).hexdigest()
+        atomic_write(repo_dir / "commits" / f"{sha}.json", data)
+        return sha
+
+    def _manifest(self, repo_dir: Path, sha: str) -> dict:
+        return json.loads((repo_dir / "commits" / f"{sha}.json").read_bytes())
+
+    def _resolve(self, repo_dir: Path, repo_id: str, revision: str) -> str:
+        branches, tags = self._refs(repo_dir, "branches"), self._refs(repo_dir, "tags")
+        sha = branches.get(revision) or tags.get(revision)
+        if sha is None and SHA_RE.match(revision or "") and (repo_dir / "commits" / f"{revision}.json").is_file():
+            sha = revision
+        if sha is None:
+            raise RevisionNotFoundError(
+                f"revision {revision!r} not found in {repo_id} ({self}): branches {sorted(branches)}, "
+                f"tags {sorted(tags)}; or give a full 40-character commit sha"
+            )
+        return sha
+
+    def create_repo(self, repo_id: str, private: bool = False, exist_ok: bool = True) -> None:
+        repo_dir = self._dir(repo_id)
+        if (repo_dir / REPO_META_NAME).is_file():
+            if exist_ok:
+                return
+            raise FileExistsError(f"repository {repo_id!r} already exists in {self}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-repo-", dir=self.root))
+        for sub in ("blobs", "commits", "refs/branches", "refs/tags"):
+            (tmp / sub).mkdir(parents=True)
+        files = {".gitattributes": self._put_blob(tmp, GITATTRIBUTES.encode())}
+        self._write_ref(tmp, "branches", DEFAULT_BRANCH, self._write_commit(tmp, [], "initial commit", files))
+        meta = {"repo_id": repo_id, "private": private, "created_at": datetime.now(timezone.utc).isoformat()}
+        atomic_write(tmp / REPO_META_NAME, json.dumps(meta, indent=1).encode())
+        try:
+            os.rename(tmp, repo_dir)  # atomic: the repo appears complete or not at all
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (repo_dir / REPO_META_NAME).is_file():
+                raise
+            if not exist_ok:  # another process created it in between
+                raise FileExistsError(f"repository {repo_id!r} already exists in {self}") from None
+
+    def repo_exists(self, repo_id: str) -> bool:
+        return (self._dir(repo_id) / REPO_META_NAME).is_file()
+
+    def commit(
+        self,
+        repo_id: str,
+        files: dict[str, FileSource],
+        message: str,
+        revision: str = DEFAULT_BRANCH,
+        parent_commit: str | None = None,
+        create_branch: bool = True,
+        delete: list[str] | None = None,
+    ) -> str:
+        repo_dir = self._repo(repo_id)
+        if not message:
+            raise ValueError(f"commit to {repo_id}@{revision} needs a non-empty message")
+        sources = {check_repo_path(p): check_source(p, src) for p, src in files.items()}
+        deleted = [check_repo_path(p, folder_ok=True) for p in delete or []]
+        added = {path: self._put_blob(repo_dir, src) for path, src in sources.items()}  # outside the lock
+        with self._locked(repo_dir):
+            refs = self.list_refs(repo_id)
+            if branch_to_create(refs, repo_id, revision, create_branch):
+                refs["branches"][revision] = refs["branches"][DEFAULT_BRANCH]
+                self._write_ref(repo_dir, "branches", revision, refs["branches"][revision])
+            head = refs["branches"][revision]
+            if parent_commit is not None and not head.startswith(parent_commit):
+                raise StaleParentError(
+                    f"parent_commit {parent_commit} is not the head of {repo_id}@{revision} (now {head}): someone "
+                    "committed in between; resolve() the branch again, redo your change on top and retry"
+                )
+            old = self._manifest(repo_dir, head)["files"]
+            new = apply_changes(old, added, deleted, f"{repo_id}@{revision}")
+            if new == old:
+                return head  # nothing changed: no empty commit, like the Hub client
+            sha = self._write_commit(repo_dir, [head], message, new)
+            self._write_ref(repo_dir, "branches", revision, sha)
+        return sha
+
+    def upload_folder(
+        self,
+        repo_id: str,
+        folder: str | Path,
+        message: str,
+        revision: str = DEFAULT_BRANCH,
+        parent_commit: str | None = None,
+    ) -> str:
+        return self.commit(repo_id, folder_files(folder), message, revision, parent_commit)
+
+    def _add_ref(self, repo_id: str, kind: str, name: str, revision: str, exist_ok: bool) -> None:
+        repo_dir = self._repo(repo_id)
+        with self._locked(repo_dir):
+            sha = self._resolve(repo_dir, repo_id, revision)
+            if name in self._refs(repo_dir, kind):
+                if exist_ok:
+                    return
+                raise FileExistsError(f"{REF_KINDS[kind]} {name!r} already exists in {repo_id}")
+            self._write_ref(repo_dir, kind, check_ref_name(name, REF_KINDS[kind]), sha)
+
+    def create_branch(self, repo_id: str, branch: str, revision: str | None = None, exist_ok: bool = True) -> None:
+        self._add_ref(repo_id, "branches", branch, revision or DEFAULT_BRANCH, exist_ok)
+
+    def create_tag(self, repo_id: str, tag: str, revision: str = DEFAULT_BRANCH, exist_ok: bool = False) -> None:
+        self._add_ref(repo_id, "tags", tag, revision, exist_ok)
+
+    def list_refs(self, repo_id: str) -> dict[str, dict[str, str]]:
+        repo_dir = self._repo(repo_id)
+        return {"branches": self._refs(repo_dir, "branches"), "tags": self._refs(repo_dir, "tags")}
+
+    def resolve(self, repo_id: str, revision: str = DEFAULT_BRANCH) -> str:
+        return self._resolve(self._repo(repo_id), repo_id, revision)
+
+    def list_files(self, repo_id: str, revision: str = DEFAULT_BRANCH) -> list[str]:
+        repo_dir = self._repo(repo_id)
+        return sorted(self._manifest(repo_dir, self._resolve(repo_dir, repo_id, revision))["files"])
+
+    def read_file(self, repo_id: str, path: str, revision: str = DEFAULT_BRANCH) -> bytes:
+        repo_dir = self._repo(repo_id)
+        sha = self._resolve(repo_dir, repo_id, revision)
+        entry = self._manifest(repo_dir, sha)["files"].get(path)
+        if entry is None:
+            raise FileNotFoundError(f"{path!r} does not exist in {repo_id}@{revision} (commit {sha[:10]})")
+        return (repo_dir / "blobs" / entry["sha256"]).read_bytes()
+
+    def download(
+        self,
+        repo_id: str,
+        revision: str = DEFAULT_BRANCH,
+        allow_patterns: list[str] | str | None = None,
+        local_dir: str | Path | None = None,
+    ) -> tuple[Path, str]:
+        """Copy the files of `revision` (matching `allow_patterns`) to `local_dir`, or to `snapshots/{sha}`."""
+        from huggingface_hub.utils import filter_repo_objects
+
+        repo_dir = self._repo(repo_id)
+        sha = self._resolve(repo_dir, repo_id, revision)
+        target = Path(local_dir).expanduser().resolve() if local_dir is not None else repo_dir / "snapshots" / sha
+        target.mkdir(parents=True, exist_ok=True)
+        files = self._manifest(repo_dir, sha)["files"]
+        for path in filter_repo_objects(list(files), allow_patterns=allow_patterns):
+            dest, entry = target / path, files[path]
+            if local_dir is None and dest.is_file() and dest.stat().st_size == entry["size"]:
+                continue  # already in the snapshot (commits never change)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+            os.close(fd)
+            shutil.copyfile(repo_dir / "blobs" / entry["sha256"], tmp)
+            os.replace(tmp, dest)
+        return target, sha
+
+
+# -- HubStore ------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def hub_errors(repo_id: str, revision: str | None = None, path: str | None = None, parent: str | None = None):
+    """Turn huggingface_hub's HTTP errors into this module's errors, naming the repo, revision and file."""
+    from huggingface_hub import errors
+
+    where = f"{repo_id}@{revision}" if revision else repo_id
+    try:
+        yield
+    except errors.GatedRepoError:
+        raise
+    except errors.RepositoryNotFoundError as err:
+        raise RepoNotFoundError(f"repository {repo_id!r} not found on the Hub: create it with create_repo()") from err
+    except errors.RevisionNotFoundError as err:
+        raise RevisionNotFoundError(f"revision {revision!r} not found in {repo_id} on the Hub") from err
+    except errors.RemoteEntryNotFoundError as err:
+        raise FileNotFoundError(f"{path or 'a file'!r} does not exist in {where} on the Hub") from err
+    except errors.HfHubHTTPError as err:
+        status = err.response.status_code if err.response is not None else None
+        if status == 412:
+            raise StaleParentError(
+                f"parent_commit {parent} is not the head of {where}: someone committed in between; "
+                "resolve() the branch again, redo your change on top and retry"
+            ) from err
+        if status == 409:
+            raise FileExistsError(f"{where}: already exists ({err.server_message or err})") from err
+        raise
+
+
+class HubStore:
+    """The Hugging Face Hub (or a Hub-compatible server at `endpoint`, default `HF_ENDPOINT`) via `HfApi`."""
+
+    def __init__(self, endpoint: str | None = None, token: str | None = None):
+        from huggingface_hub import HfApi
+
+        self.api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token)
+        self.endpoint, self.token = self.api.endpoint, token
+
+    def __repr__(self) -> str:
+        return f"HubStore({self.endpoint!r})"
+
+    def _ensure_branch(self, repo_id: str, branch: str, create: bool) -> None:
+        if branch != DEFAULT_BRANCH and branch_to_create(self.list_refs(repo_id), repo_id, branch, create):
+            self.create_branch(repo_id, branch, exist_ok=True)
+
+    def create_repo(self, repo_id: str, private: bool = False, exist_ok: bool = True) -> None:
+        with hub_errors(check_repo_id(repo_id)):
+            self.api.create_repo(repo_id, private=private, exist_ok=exist_ok, repo_type="model")
+
+    def repo_exists(self, repo_id: str) -> bool:
+        return self.api.repo_exists(check_repo_id(repo_id))
+
+    def commit(
+        self,
+        repo_id: str,
+        files: dict[str, FileSource],
+        message: str,
+        revision: str = DEFAULT_BRANCH,
+        parent_commit: str | None = None,
+        create_branch: bool = True,
+        delete: list[str] | None = None,
+    ) -> str:
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+
+        if not message:
+            raise ValueError(f"commit to {repo_id}@{revision} needs a non-empty message")
+        ops = [CommitOperationDelete(path_in_repo=check_repo_path(p, folder_ok=True)) for p in delete or []]
+        ops += [CommitOperationAdd(check_repo_path(p), _hub_source(check_source(p, s))) for p, s in files.items()]
+        self._ensure_branch(repo_id, revision, create_branch)
+        with hub_errors(repo_id, revision, ", ".join(delete or []) or None, parent_commit):
+            info = self.api.create_commit(
+                repo_id, ops, commit_message=message, revision=revision, parent_commit=parent_commit
+            )
+        return info.oid
+
+    def upload_folder(
+        self,
+        repo_id: str,
+        folder: str | Path,
+        message: str,
+        revision: str = DEFAULT_BRANCH,
+        parent_commit: str | None = None,
+    ) -> str:
+        return self.commit(repo_id, folder_files(folder), message, revision, parent_commit)
+
+    def create_branch(self, repo_id: str, branch: str, revision: str | None = None, exist_ok: bool = True) -> None:
+        with hub_errors(repo_id, revision or branch):
+            self.api.create_branch(
+                repo_id, branch=check_ref_name(branch, "branch"), revision=revision, exist_ok=exist_ok
+            )
+
+    def create_tag(self, repo_id: str, tag: str, revision: str = DEFAULT_BRANCH, exist_ok: bool = False) -> None:
+        with hub_errors(repo_id, revision):
+            self.api.create_tag(repo_id, tag=check_ref_name(tag, "tag"), revision=revision, exist_ok=exist_ok)
+
+    def list_refs(self, repo_id: str) -> dict[str, dict[str, str]]:
+        with hub_errors(repo_id):
+            refs = self.api.list_repo_refs(repo_id)
+        return {
+            "branches": {ref.name: ref.target_commit for ref in refs.branches},
+            "tags": {ref.name: ref.target_commit for ref in refs.tags},
+        }
+
+    def resolve(self, repo_id: str, revision: str = DEFAULT_BRANCH) -> str:
+        with hub_errors(repo_id, revision):
+            return self.api.repo_info(repo_id, revision=revision).sha
+
+    def list_files(self, repo_id: str, revision: str = DEFAULT_BRANCH) -> list[str]:
+        with hub_errors(repo_id, revision):
+            return sorted(self.api.list_repo_files(repo_id, revision=revision))
+
+    def read_file(self, repo_id: str, path: str, revision: str = DEFAULT_BRANCH) -> bytes:
+        from huggingface_hub import hf_hub_download
+
+        with hub_errors(repo_id, revision, path):
+            local = hf_hub_download(repo_id, path, revision=revision, endpoint=self.endpoint, token=self.token)
+        return Path(local).read_bytes()
+
+    def download(
+        self,
+        repo_id: str,
+        revision: str = DEFAULT_BRANCH,
+        allow_patterns: list[str] | str | None = None,
+        local_dir: str | Path | None = None,
+    ) -> tuple[Path, str]:
+        """`snapshot_download` of the resolved commit (to the HF cache, or to `local_dir`)."""
+        from huggingface_hub import snapshot_download
+
+        sha = self.resolve(repo_id, revision)
+        with hub_errors(repo_id, revision):
+            folder = snapshot_download(
+                repo_id,
+                revision=sha,
+                allow_patterns=allow_patterns,
+                local_dir=local_dir,
+                endpoint=self.endpoint,
+                token=self.token,
+            )
+        return Path(folder), sha
+
+
+def _hub_source(source: FileSource) -> str | bytes:
+    return source if isinstance(source, bytes) else str(source)
