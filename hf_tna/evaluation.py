@@ -73,22 +73,22 @@ def load_model(path, task: str | None = None, trust_remote_code: bool = False):
 
 def _preprocess(dataset, model, task, processor, input_column, label_column):
     """Tensors of inputs and labels, computed once."""
-    labels = torch.tensor(dataset[label_column], dtype=torch.long)
+    labels = torch.tensor(list(dataset[label_column]), dtype=torch.long)
     if task == "image-classification":
         if "pixel_values" in dataset.column_names:
-            return {"pixel_values": torch.tensor(dataset["pixel_values"], dtype=torch.float32)}, labels
+            return {"pixel_values": torch.tensor(list(dataset["pixel_values"]), dtype=torch.float32)}, labels
         if processor is None:
             raise ValueError("the dataset has no 'pixel_values': pass an image processor (processor=)")
-        images = [img.convert("RGB") if hasattr(img, "convert") else img for img in dataset[input_column or "image"]]
+        images = [img.convert("RGB") if hasattr(img, "convert") else img for img in list(dataset[input_column or "image"])]
         return {"pixel_values": processor(images, return_tensors="pt")["pixel_values"]}, labels
     if "input_ids" in dataset.column_names:
-        inputs = {"input_ids": torch.tensor(dataset["input_ids"])}
+        inputs = {"input_ids": torch.tensor(list(dataset["input_ids"]))}
         if "attention_mask" in dataset.column_names:
-            inputs["attention_mask"] = torch.tensor(dataset["attention_mask"])
+            inputs["attention_mask"] = torch.tensor(list(dataset["attention_mask"]))
         return inputs, labels
     if processor is None:
         raise ValueError("the dataset has no 'input_ids': pass a tokenizer (processor=)")
-    enc = processor(dataset[input_column or "text"], padding=True, truncation=True, return_tensors="pt")
+    enc = processor(list(dataset[input_column or "text"]), padding=True, truncation=True, return_tensors="pt")
     return dict(enc), labels
 
 

@@ -30,6 +30,7 @@ from .io import (
     ADAPTER_SAFE_WEIGHTS_NAME,
     PICKLE_WEIGHTS_NAMES,
     SAFE_WEIGHTS_NAME,
+    SAFETENSORS_DTYPES,
     ShardedSafetensorsWriter,
     StreamingCheckpointReader,
     safetensors_dtype,
@@ -153,7 +154,7 @@ def load_ingredient(source, index: int = 0, store=None, allow_pickle: bool = Fal
 
         store = open_store(store) if store is None or isinstance(store, str) else store
         repo_id, rev = parse_repo_ref(text)
-        folder, revision = store.download(repo_id, rev)
+        folder, revision = store.download(repo_id, rev or "main")
         folder = Path(folder)
     name = f"ingredient {index} ({text})"
     ing = Ingredient(name=name, source=text, revision=revision, folder=folder)
@@ -332,6 +333,7 @@ def write_fused(
     scores: dict | None = None,
     template: Ingredient | None = None,
     weights_name: str = SAFE_WEIGHTS_NAME,
+    quiet: bool = False,
 ) -> dict:
     """Validate, then write ``fuse(key) -> tensor`` for every key into `output_dir` with recipe and card.
 
@@ -345,7 +347,10 @@ def write_fused(
     from .model_card import write_model_card, write_recipe
 
     dtype = _torch_dtype(dtype)
-    anchors = validate_soup_ingredients(ingredients, require_anchors, verify, dtype)
+    with warnings.catch_warnings():
+        if quiet:  # already validated (and warned) before an evaluation
+            warnings.simplefilter("ignore")
+        anchors = validate_soup_ingredients(ingredients, require_anchors, verify, dtype)
     if template is not None:
         anchors = None
     template = template or ingredients[0]
@@ -388,7 +393,7 @@ def write_fused(
 
 def _torch_dtype_of(ingredients) -> str:
     dtypes = sorted({d for _, d in ingredients[0].specs.values() if d.startswith(("F", "BF"))})
-    return dtypes[0] if len(dtypes) == 1 else "mixed"
+    return str(SAFETENSORS_DTYPES[dtypes[0]]) if len(dtypes) == 1 else "mixed"
 
 
 def ingredient_records(ingredients, weights=None) -> list[dict]:
@@ -473,7 +478,8 @@ def build_soup(
 
     report = write_fused(loaded, output_dir, fuse, recipe, dtype, exclude, exclude_from,
                          extra.get("max_shard_size", max_shard_size), require_anchors, verify and method != "greedy",
-                         trust_remote_code, progress, scores, **{k: v for k, v in extra.items() if k != "max_shard_size"})
+                         trust_remote_code, progress, scores, quiet=method == "greedy",
+                         **{k: v for k, v in extra.items() if k != "max_shard_size"})
     if push_to_hub:
         report["hub"] = push_folder(report["output_dir"], push_to_hub, store, hub_revision, private,
                                     commit_message or f"hf_tna {method} soup of {len(loaded)} models")

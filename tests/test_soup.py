@@ -90,7 +90,7 @@ def test_anchored_soup_keeps_anchors_and_writes_recipe_card_config(ckpts, tmp_pa
     assert torch.allclose(out["classifier.weight"].double(), ref, atol=1e-6)
     recipe = yaml.safe_load((tmp_path / "soup" / "fusion_recipe.yaml").read_text())
     assert recipe["merge_method"] == "weighted" and [m["parameters"]["weight"] for m in recipe["models"]] == [1, 2, 3]
-    assert recipe["dtype"] == "F32" or recipe["dtype"] == "float32"
+    assert recipe["dtype"] == "float32"
     card = (tmp_path / "soup" / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
     assert meta["base_model"] == [str(s) for s in srcs]
@@ -180,8 +180,9 @@ def test_greedy_soup_on_checkpoints(ckpts, tmp_path):
     def score(sd):  # held-out stand-in: closeness to bert1's classifier
         return -float((sd["classifier.weight"] - target["classifier.weight"]).abs().sum())
 
-    report = build_soup([ckpts[f"bert{i}"] for i in range(3)], tmp_path / "g", method="greedy", score_fn=score,
-                        progress=False)
+    report = build_soup(
+        [ckpts[f"bert{i}"] for i in range(3)], tmp_path / "g", method="greedy", score_fn=score, progress=False
+    )
     assert report["recipe"]["kept"][0] == 1
     assert torch.equal(_tensors(tmp_path / "g")["classifier.weight"], target["classifier.weight"])
     assert "greedy" in (tmp_path / "g" / "README.md").read_text()
@@ -192,8 +193,10 @@ def _lora_adapters(tmp_path, n=2):
 
     folders, merged = [], []
     for i in range(n):
-        model = get_peft_model(build_tiny_bert(seed=0), LoraConfig(r=2, lora_alpha=4, target_modules=["query", "value"],
-                                                                   modules_to_save=["classifier"]))
+        model = get_peft_model(
+            build_tiny_bert(seed=0),
+            LoraConfig(r=2, lora_alpha=4, target_modules=["query", "value"], modules_to_save=["classifier"]),
+        )
         torch.manual_seed(100 + i)
         with torch.no_grad():
             for name, p in model.named_parameters():
@@ -231,17 +234,72 @@ def test_cli_help(command, capsys):
 
 
 def test_cli_soup_from_recipe_and_flags(ckpts, tmp_path, capsys):
-    recipe = {"models": [{"model": str(ckpts["bert0"]), "parameters": {"weight": 1}},
-                         {"model": str(ckpts["bert1"]), "parameters": {"weight": 3}}],
-              "merge_method": "linear", "dtype": "float32"}
+    recipe = {
+        "models": [
+            {"model": str(ckpts["bert0"]), "parameters": {"weight": 1}},
+            {"model": str(ckpts["bert1"]), "parameters": {"weight": 3}},
+        ],
+        "merge_method": "linear",
+        "dtype": "float32",
+    }
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
-    assert cli.main(["soup", "--recipe", str(tmp_path / "r.yaml"), "--output", str(tmp_path / "a"), "--no-progress"]) == 0
-    assert cli.main(["soup", str(ckpts["bert0"]), str(ckpts["bert1"]), "--weights", "1", "3", "--output",
-                     str(tmp_path / "b"), "--no-progress"]) == 0
+    assert (
+        cli.main(["soup", "--recipe", str(tmp_path / "r.yaml"), "--output", str(tmp_path / "a"), "--no-progress"]) == 0
+    )
+    assert (
+        cli.main(
+            [
+                "soup",
+                str(ckpts["bert0"]),
+                str(ckpts["bert1"]),
+                "--weights",
+                "1",
+                "3",
+                "--output",
+                str(tmp_path / "b"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     a, b = _tensors(tmp_path / "a"), _tensors(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert Path(printed["output_dir"]) == tmp_path / "b"
-    assert cli.main(["interpolate", str(ckpts["bert0"]), str(ckpts["bert1"]), "--alpha", "0", "--output",
-                     str(tmp_path / "c"), "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "interpolate",
+                str(ckpts["bert0"]),
+                str(ckpts["bert1"]),
+                "--alpha",
+                "0",
+                "--output",
+                str(tmp_path / "c"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert all(torch.equal(v, _tensors(ckpts["bert0"])[k]) for k, v in _tensors(tmp_path / "c").items())
+
+
+@pytest.mark.parametrize("which", ["hub_store", "local_store"])
+def test_store_push_and_download_round_trip(ckpts, tmp_path, which, request):
+    store = request.getfixturevalue(which)
+    shas = []
+    for i in range(2):
+        store.create_repo(f"tna-org/bert{i}", exist_ok=True)
+        shas.append(store.upload_folder(f"tna-org/bert{i}", ckpts[f"bert{i}"], "add checkpoint"))
+    refs = ["tna-org/bert0", f"tna-org/bert1@{shas[1]}"]
+    report = build_soup(
+        refs, tmp_path / "soup", store=store, push_to_hub="tna-org/soup", hub_revision="exp", progress=False
+    )
+    assert report["hub"]["revision"] == "exp"
+    recipe = yaml.safe_load((tmp_path / "soup" / "fusion_recipe.yaml").read_text())
+    assert [m["revision"] for m in recipe["models"]] == shas
+    folder, sha = store.download("tna-org/soup", "exp")
+    assert sha == report["hub"]["sha"]
+    pulled, local = _tensors(folder), _tensors(tmp_path / "soup")
+    assert pulled.keys() == local.keys() and all(torch.equal(pulled[k], local[k]) for k in local)
+    assert verify_anchors(folder)["intact"]
