@@ -25,6 +25,7 @@ class ParamAnchor:
     def __init__(self, param: torch.nn.Parameter, layout: TensorLayout, spec: AnchorSpec):
         self.param = param
         self.layout = layout
+        self._masked = None  # (id, version) of the gradient last masked
         data = param.detach()
         if layout.unit_dim is None:
             self.mask = anchor_mask(layout, spec, data.device)
@@ -53,10 +54,14 @@ class ParamAnchor:
         grad = self.param.grad
         if grad is None or self.num_anchored == 0:
             return
+        # Skip when this very gradient was masked and not written since (backward bumps `_version`).
+        if self._masked == (id(grad), grad._version):
+            return
         if self.mask is not None:
             grad.masked_fill_(self.mask, 0)
         else:
             grad.index_fill_(self.layout.unit_dim, self.index, 0)
+        self._masked = (id(grad), grad._version)
 
     @torch.no_grad()
     def restore(self) -> None:

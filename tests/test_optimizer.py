@@ -207,3 +207,22 @@ def test_refuses_double_wrap_and_non_optimizers():
         AnchoredOptimizer(optimizer, model, AnchorSpec())
     with pytest.raises(TypeError, match="torch.optim.Optimizer"):
         AnchoredOptimizer(object(), model, AnchorSpec())
+
+
+def test_mask_is_reapplied_after_every_gradient_write():
+    """mask_gradients() skips a gradient it already masked, but never one written since."""
+    model = build_mlp()
+    spec = AnchorSpec()
+    optimizer = create_anchored_optimizer(model, torch.optim.SGD, spec, lr=0.1)
+    layout, param = build_layouts(model, spec)[0]
+    mask = anchor_mask(layout, spec)
+    for _ in range(2):  # gradient accumulation: the second backward adds into the masked gradient
+        model(torch.randn(4, 8)).sum().backward()
+        optimizer.mask_gradients()
+        assert torch.count_nonzero(param.grad[mask]) == 0
+    param.grad.add_(1.0)  # any in-place write bumps the version
+    optimizer.mask_gradients()
+    assert torch.count_nonzero(param.grad[mask]) == 0
+    param.grad = torch.ones_like(param)  # a new gradient tensor
+    optimizer.mask_gradients()
+    assert torch.count_nonzero(param.grad[mask]) == 0 and torch.count_nonzero(param.grad[~mask]) > 0
