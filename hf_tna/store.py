@@ -64,7 +64,7 @@ class Store(Protocol):
     def create_repo(self, repo_id, private=False, exist_ok=True) -> None: ...
     def commit(
         self, repo_id, files, message, revision="main", parent_commit=None, create_branch=True, delete=None
-    ): ...
+    ) -> str: ...
     def upload_folder(self, repo_id, folder, message, revision="main", parent_commit=None) -> str: ...
     def create_branch(self, repo_id, branch, revision=None, exist_ok=True) -> None: ...
     def create_tag(self, repo_id, tag, revision="main", exist_ok=False) -> None: ...
@@ -92,7 +92,8 @@ def check_repo_path(path: str, folder_ok: bool = False) -> str:
 
 
 def check_ref_name(name: str, kind: str) -> str:
-    if not name or SHA_RE.match(name) or ".." in name or name.strip("/") != name or re.search(r"[\s~^:?*\[\\]", name):
+    bad = not name or name.startswith(".") or name.strip("/") != name or ".." in name or SHA_RE.match(name)
+    if bad or re.search(r"[\s~^:?*\[\\]", name):
         raise ValueError(f"{kind} name {name!r} is not valid: use letters, digits, '-', '_', '.', '/'")
     return name
 
@@ -139,9 +140,16 @@ def check_source(path_in_repo: str, source: FileSource) -> FileSource:
     return source
 
 
+def temp_file(folder: Path) -> tuple[int, str]:
+    """A new temporary file in `folder` (renamed into place later), readable by all like a normal file."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    os.fchmod(fd, 0o644)
+    return fd, tmp
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+    fd, tmp = temp_file(path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -230,7 +238,7 @@ class LocalStore:
     def _put_blob(repo_dir: Path, source: FileSource) -> dict:
         """Copy `source` into `blobs/{sha256}` (atomically, once) and return its `{sha256, size}` entry."""
         blobs = repo_dir / "blobs"
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=blobs)
+        fd, tmp = temp_file(blobs)
         digest, size = hashlib.sha256(), 0
         try:
             with os.fdopen(fd, "wb") as out, contextlib.ExitStack() as stack:
@@ -282,6 +290,7 @@ class LocalStore:
             raise FileExistsError(f"repository {repo_id!r} already exists in {self}")
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-repo-", dir=self.root))
+        tmp.chmod(0o755)
         for sub in ("blobs", "commits", "refs/branches", "refs/tags"):
             (tmp / sub).mkdir(parents=True)
         files = {".gitattributes": self._put_blob(tmp, GITATTRIBUTES.encode())}
@@ -313,6 +322,8 @@ class LocalStore:
         repo_dir = self._repo(repo_id)
         if not message:
             raise ValueError(f"commit to {repo_id}@{revision} needs a non-empty message")
+        if parent_commit is not None and not re.fullmatch(r"[0-9a-f]{5,40}", parent_commit):
+            raise ValueError(f"parent_commit {parent_commit!r} is not a commit sha (5 to 40 hex characters)")
         sources = {check_repo_path(p): check_source(p, src) for p, src in files.items()}
         deleted = [check_repo_path(p, folder_ok=True) for p in delete or []]
         added = {path: self._put_blob(repo_dir, src) for path, src in sources.items()}  # outside the lock
@@ -400,7 +411,7 @@ class LocalStore:
             if local_dir is None and dest.is_file() and dest.stat().st_size == entry["size"]:
                 continue  # already in the snapshot (commits never change)
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+            fd, tmp = temp_file(dest.parent)
             os.close(fd)
             shutil.copyfile(repo_dir / "blobs" / entry["sha256"], tmp)
             os.replace(tmp, dest)

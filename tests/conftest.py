@@ -1,8 +1,8 @@
 """Shared test set-up. The environment below is set at import time, before any Hugging Face library is imported.
 
-- `HF_ENDPOINT` points at this process's loopback Hub test server (tests/hub_server.py). Its socket is bound now,
-  so the port cannot be taken; it serves once a test asks for the `hub_server` fixture. Each pytest-xdist worker
-  imports this file and gets its own server. Nothing reaches the public Hub.
+- `HF_ENDPOINT` points at this process's loopback Hub test server (tests/hub_server.py). Its port is reserved now
+  and it serves once a test asks for the `hub_server` fixture (before that, Hub calls are refused at once). Each
+  pytest-xdist worker imports this file and gets its own server. Nothing reaches the public Hub.
 - `HF_HOME` is a fresh temporary folder (no real cache or token is touched); `HF_TOKEN` is a fake token, sent by
   the client and accepted by the server. Xet (unsupported by the server), telemetry and progress bars are off;
   `HF_HUB_OFFLINE` is unset because it would block the test server too.
@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 
 from tests.hub_server import HubServer
 
@@ -46,7 +47,7 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")
-def hub_server() -> str:
+def hub_server() -> Iterator[str]:
     """Base URL of this worker's Hub test server (the value of HF_ENDPOINT), started on first use."""
     _HUB.start()
     yield _HUB.base_url

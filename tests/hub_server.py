@@ -531,11 +531,13 @@ class _Listener(ThreadingHTTPServer):
 
     def __init__(self, hub: HubServer, port: int, is_cdn: bool):
         self.hub, self.is_cdn = hub, is_cdn
-        super().__init__(("127.0.0.1", port), HubHandler)
+        super().__init__(("127.0.0.1", port), HubHandler, bind_and_activate=False)
+        self.server_bind()  # reserves the port; connections are refused (fail fast) until start() listens
 
 
 class HubServer:
-    """Binds its two loopback listeners (API and LFS "CDN") on construction; `start()` serves, `stop()` ends."""
+    """Two loopback listeners (API and LFS "CDN"), bound on construction so their ports are reserved; until
+    `start()` they refuse connections (clients fail fast rather than hang). `stop()` closes both."""
 
     def __init__(self, port: int = 0):
         self.state = HubState()
@@ -563,7 +565,9 @@ class HubServer:
     def start(self) -> HubServer:
         if not self._threads:
             for listener in (self.api, self.cdn):
-                thread = threading.Thread(target=listener.serve_forever, name="hub_server", daemon=True)
+                listener.server_activate()
+                serve = {"poll_interval": 0.05}  # quick stop()
+                thread = threading.Thread(target=listener.serve_forever, kwargs=serve, name="hub_server", daemon=True)
                 thread.start()
                 self._threads.append(thread)
         return self
