@@ -128,7 +128,7 @@ def _evaluator(args, model_path):
 
 
 def _local_folder(ref, store):
-    from .soup import load_ingredient
+    from .ingredients import load_ingredient
 
     return load_ingredient(ref, 0, store).folder
 
@@ -171,7 +171,7 @@ def run_barrier(args) -> int:
     import warnings
 
     from .fusion import lmc_barrier, lmc_curve
-    from .soup import IngredientTensors, load_ingredient, validate_soup_ingredients
+    from .ingredients import IngredientTensors, load_ingredient, validate_soup_ingredients
 
     a, b = (load_ingredient(ref, i, args.store) for i, ref in enumerate((args.a, args.b)))
     with warnings.catch_warnings(record=True) as caught:

@@ -205,22 +205,33 @@ class StreamingCheckpointReader(CheckpointReader):
         return {name: (self.shape(name), self.dtype(name)) for name in self.keys()}
 
     def get(self, name: str) -> torch.Tensor:
-        filename, entry, start = self._entry(name)
-        if entry["dtype"] not in SAFETENSORS_DTYPES:
+        shape = self.shape(name)
+        return self.read_range(name, 0, math.prod(shape)).reshape(shape)
+
+    def read_range(self, name: str, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Elements [start, stop) of the flattened tensor, read into `out` (a 1-D buffer of the tensor's
+        dtype with at least stop - start elements, reused across calls) or a new tensor."""
+        filename, entry, data_start = self._entry(name)
+        dtype = SAFETENSORS_DTYPES.get(entry["dtype"])
+        if dtype is None:
             raise ValueError(f"tensor {name!r} in {self.folder / filename} has unsupported dtype {entry['dtype']}")
-        begin, end = entry["data_offsets"]
-        buf = torch.empty(end - begin, dtype=torch.uint8)
+        count = stop - start
+        if out is None:
+            out = torch.empty(count, dtype=dtype)
+        elif out.dtype != dtype or out.dim() != 1 or out.numel() < count:
+            raise ValueError(f"buffer for {name!r} must be 1-D {dtype} with >= {count} elements")
+        out = out[:count]
         if filename not in self._files:
             self._files[filename] = open(self.folder / filename, "rb", buffering=0)
         f = self._files[filename]
-        f.seek(start + begin)
-        view, done = memoryview(buf.numpy()), 0
+        f.seek(data_start + entry["data_offsets"][0] + start * dtype.itemsize)
+        view, done = memoryview(out.view(torch.uint8).numpy()), 0
         while done < len(view):
             got = f.readinto(view[done:])
             if not got:
                 raise ValueError(f"{self.folder / filename} is truncated: tensor {name!r} ends past the file")
             done += got
-        return buf.view(SAFETENSORS_DTYPES[entry["dtype"]]).reshape(entry["shape"])
+        return out
 
     def close(self):
         for f in self._files.values():
@@ -273,7 +284,7 @@ class ShardedSafetensorsWriter:
         self.weight_map: dict[str, str] = {}
         self._where: dict[str, tuple[int, int]] = {}
         self._handles = []
-        self._written: set[str] = set()
+        self._written: dict[str, int] = {}
         meta = {"format": "pt", **(metadata or {})}
         self.total_size = 0
         for filename, names in zip(self.files, shards):
@@ -296,26 +307,33 @@ class ShardedSafetensorsWriter:
             self.total_size += offset
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Write a whole tensor (shape and dtype as planned)."""
+        if name in self.specs and tuple(tensor.shape) != self.specs[name][0]:
+            raise ValueError(f"tensor {name!r} has shape {tuple(tensor.shape)}, the plan says {self.specs[name][0]}")
+        self.write_range(name, tensor.reshape(-1), 0)
+
+    def write_range(self, name: str, values: torch.Tensor, start: int) -> None:
+        """Write 1-D `values` as elements [start, start + len) of the flattened tensor `name`."""
         if name not in self.specs:
             raise KeyError(f"tensor {name!r} is not in the planned checkpoint")
         shape, dtype = self.specs[name]
-        if tuple(tensor.shape) != shape or safetensors_dtype(tensor.dtype) != dtype:
-            raise ValueError(
-                f"tensor {name!r} is {tuple(tensor.shape)} {tensor.dtype}, the plan says {shape} {dtype}"
-            )
+        if safetensors_dtype(values.dtype) != dtype:
+            raise ValueError(f"tensor {name!r} is {values.dtype}, the plan says {dtype}")
+        if start < 0 or start + values.numel() > math.prod(shape):
+            raise ValueError(f"elements [{start}, {start + values.numel()}) are outside tensor {name!r} of shape {shape}")
         handle, offset = self._where[name]
-        data = tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        data = values.detach().cpu().contiguous().view(torch.uint8).numpy()
         f = self._handles[handle]
-        f.seek(offset)
+        f.seek(offset + start * SAFETENSORS_DTYPES[dtype].itemsize)
         f.write(memoryview(data))
-        self._written.add(name)
+        self._written[name] = self._written.get(name, 0) + values.numel()
 
     def close(self) -> list[str]:
         """Close the files, write the index when sharded; return the files written."""
         for f in self._handles:
             f.close()
         self._handles = []
-        missing = sorted(set(self.specs) - self._written)
+        missing = sorted(n for n, (shape, _) in self.specs.items() if self._written.get(n, 0) < math.prod(shape))
         if missing:
             raise ValueError(f"checkpoint incomplete: tensor {missing[0]!r} (and {len(missing) - 1} more) never written")
         if len(self.files) > 1:

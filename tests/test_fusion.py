@@ -168,3 +168,14 @@ def test_bad_arguments_refused():
         fusion.uniform_soup(sds, exclude="a", exclude_from=5)
     with pytest.raises(ValueError, match="num_points"):
         fusion.lmc_curve(sds[0], sds[1], lambda sd: (0.0, 0.0), num_points=1)
+
+
+def test_consume_reuses_inputs_and_gives_the_same_result():
+    xs = [torch.randn(100) for _ in range(3)]
+    ref_u, ref_w = fusion.average_tensors(xs), fusion.average_tensors(xs, [1, 2, 3])
+    assert torch.equal(fusion.average_tensors([x.clone() for x in xs], consume=True), ref_u)
+    assert torch.equal(fusion.average_tensors([x.clone() for x in xs], [1, 2, 3], consume=True), ref_w)
+    big = torch.full((4,), 3e38)
+    fusion.check_finite(big, "big")  # the sum overflows, the values are finite
+    with pytest.raises(ValueError, match="1 NaN/inf"):
+        fusion.check_finite(torch.tensor([1.0, float("inf")]), "x")

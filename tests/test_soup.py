@@ -12,8 +12,9 @@ from safetensors import safe_open
 
 from hf_tna import cli
 from hf_tna.anchors import AnchorSpec, TNAFileConfig, anchor_mask, build_layouts, manifest_entry
+from hf_tna.ingredients import checkpoint_state_dict
 from hf_tna.io import CheckpointReader
-from hf_tna.soup import build_soup, checkpoint_state_dict, interpolate_checkpoints
+from hf_tna.soup import build_soup, interpolate_checkpoints
 from hf_tna.verify import verify_anchors
 
 from .common import build_tiny_bert, build_tiny_vit
@@ -303,3 +304,19 @@ def test_store_push_and_download_round_trip(ckpts, tmp_path, which, request):
     pulled, local = _tensors(folder), _tensors(tmp_path / "soup")
     assert pulled.keys() == local.keys() and all(torch.equal(pulled[k], local[k]) for k in local)
     assert verify_anchors(folder)["intact"]
+
+
+def test_chunked_streaming_equals_whole_tensor_fusion(ckpts, tmp_path, monkeypatch):
+    from hf_tna import fusion, soup
+
+    monkeypatch.setattr(soup, "CHUNK_ELEMENTS", 37)  # many chunks per tensor, ragged ends
+    srcs = [ckpts[f"bert{i}"] for i in range(3)]
+    build_soup(srcs, tmp_path / "w", method="weighted", weights=[1, 2, 3], progress=False)
+    build_soup([srcs[0]] * 3, tmp_path / "same", progress=False)
+    interpolate_checkpoints(srcs[0], srcs[1], 0.3, tmp_path / "i", progress=False)
+    sds = [_tensors(s) for s in srcs]
+    want = fusion.weighted_soup(sds, [1, 2, 3])
+    out, same, mid = _tensors(tmp_path / "w"), _tensors(tmp_path / "same"), _tensors(tmp_path / "i")
+    assert all(torch.equal(out[k], want[k]) for k in want)
+    assert all(torch.equal(same[k], sds[0][k]) for k in want)
+    assert all(torch.equal(mid[k], fusion.interpolate(sds[0], sds[1], 0.3)[k]) for k in want)

@@ -1,0 +1,246 @@
+"""Soup ingredients: folders, Hub repo ids, models or state dicts, read lazily and validated together.
+
+An `Ingredient` exposes checkpoint-named tensors (the saved safetensors keys: transformers v5 renames in
+memory are reverted), their specs (shape, safetensors dtype) from the file headers, the model config and
+the anchor config (`tna_config.json`). Folder ingredients are read with plain file reads, whole or in
+element ranges into reusable buffers, so fusing N of them needs memory for a few chunks.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .anchors import CONFIG_NAME, TNAFileConfig, anchored_values, layout_from_manifest, values_sha256
+from .fusion import check_finite, check_tensor_specs
+from .io import PICKLE_WEIGHTS_NAMES, StreamingCheckpointReader, safetensors_dtype
+
+CONFIG_JSON = "config.json"
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+
+
+# --------------------------------------------------------------------------------------------------
+# Ingredients
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Ingredient:
+    """One model of a soup: where it comes from and a lazy view of its checkpoint-named tensors."""
+
+    name: str
+    source: str
+    revision: str | None = None
+    folder: Path | None = None
+    specs: dict[str, tuple[tuple[int, ...], str]] = field(default_factory=dict)
+    config: dict | None = None
+    tna: TNAFileConfig | None = None
+    adapter_config: dict | None = None
+    reader: object = None
+    tensors: Mapping[str, torch.Tensor] | None = None
+    cast: torch.dtype | None = None
+
+    def get(self, key: str) -> torch.Tensor:
+        tensor = self.reader.get(key) if self.reader is not None else self.tensors[key]
+        check_finite(tensor, key, self.name)
+        if self.cast is not None and tensor.is_floating_point():
+            tensor = tensor.to(self.cast)
+        return tensor
+
+    def get_range(self, key: str, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Elements [start, stop) of the flattened tensor (read into the reusable buffer `out` when given);
+        checked finite and cast like `get`. In-memory tensors give a view: do not modify it."""
+        if self.reader is not None:
+            values = self.reader.read_range(key, start, stop, out)
+        else:
+            values = self.tensors[key].reshape(-1)[start:stop]
+        check_finite(values, key, self.name)
+        if self.cast is not None and values.is_floating_point():
+            values = values.to(self.cast)
+        return values
+
+    def order(self) -> list[str]:
+        """Tensor names in file order (sequential reads), else sorted."""
+        reader = self.reader
+        if isinstance(reader, StreamingCheckpointReader):
+            return sorted(self.specs, key=lambda k: (reader.weight_map[k], reader._entry(k)[1]["data_offsets"][0]))
+        return sorted(self.specs)
+
+    def close(self):
+        if self.reader is not None:
+            self.reader.close()
+
+
+class IngredientTensors(Mapping):
+    """`Mapping` view of an ingredient for `hf_tna.fusion`: each lookup reads (and checks) one tensor."""
+
+    def __init__(self, ingredient: Ingredient):
+        self.ingredient = ingredient
+
+    def __getitem__(self, key):
+        return self.ingredient.get(key)
+
+    def __iter__(self):
+        return iter(self.ingredient.specs)
+
+    def __len__(self):
+        return len(self.ingredient.specs)
+
+
+def checkpoint_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A model's tensors under their saved checkpoint names (what `save_pretrained` would write)."""
+    from .anchors import strip_wrapper_prefixes, unwrap_model
+
+    model = unwrap_model(model)
+    if getattr(model, "peft_config", None) is not None:
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach() for k, v in get_peft_model_state_dict(model).items()}
+    state_dict = {strip_wrapper_prefixes(k): v.detach() for k, v in model.state_dict().items()}
+    try:
+        from transformers import PreTrainedModel
+        from transformers.core_model_loading import revert_weight_conversion
+        from transformers.modeling_utils import remove_tied_weights_from_state_dict
+    except ImportError:  # pragma: no cover
+        return state_dict
+    if isinstance(model, PreTrainedModel):
+        for key in model._keys_to_ignore_on_save or ():
+            state_dict.pop(key, None)
+        state_dict = revert_weight_conversion(model, remove_tied_weights_from_state_dict(state_dict, model))
+    return {k: v.detach() for k, v in state_dict.items()}
+
+
+def _read_json(path: Path) -> dict | None:
+    import json
+
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON: {err}") from None
+
+
+def load_ingredient(source, index: int = 0, store=None, allow_pickle: bool = False) -> Ingredient:
+    """An `Ingredient` from a folder, a Hub repo id (``org/name@rev``), a model, or a state dict."""
+    if isinstance(source, torch.nn.Module):
+        tensors = checkpoint_state_dict(source)
+        config = source.config.to_dict() if hasattr(source, "config") and hasattr(source.config, "to_dict") else None
+        return _from_tensors(f"model {index} ({type(source).__name__})", f"<in-memory {type(source).__name__}>",
+                             tensors, config)
+    if isinstance(source, Mapping):
+        return _from_tensors(f"state dict {index}", "<in-memory state dict>", dict(source), None)
+    text = str(source)
+    folder, revision = Path(text), None
+    if not folder.is_dir():
+        if text.startswith((".", "/", "~")) or text.count("/") != 1 or text.endswith("/"):
+            raise FileNotFoundError(f"ingredient {index}: {text} is neither a folder nor a Hub repo id (org/name[@rev])")
+        from .store import open_store, parse_repo_ref
+
+        store = open_store(store) if store is None or isinstance(store, str) else store
+        repo_id, rev = parse_repo_ref(text)
+        folder, revision = store.download(repo_id, rev or "main")
+        folder = Path(folder)
+    name = f"ingredient {index} ({text})"
+    ing = Ingredient(name=name, source=text, revision=revision, folder=folder)
+    ing.config = _read_json(folder / CONFIG_JSON)
+    ing.adapter_config = _read_json(folder / ADAPTER_CONFIG_NAME)
+    if (folder / CONFIG_NAME).exists():
+        ing.tna = TNAFileConfig.load(folder)
+    try:
+        ing.reader = StreamingCheckpointReader(folder)
+    except ValueError as err:
+        pickles = [n for n in PICKLE_WEIGHTS_NAMES if (folder / n).exists()]
+        if not pickles or "pickle" not in str(err):
+            raise ValueError(f"{name}: {err}") from None
+        if not allow_pickle:
+            raise ValueError(
+                f"{name}: {folder} holds only pickle weights ({pickles[0]}); pickle files can run code when loaded. "
+                "Pass allow_pickle=True (--allow-pickle) if you trust it, or re-save it as safetensors."
+            ) from None
+        ing.tensors = torch.load(folder / pickles[0], map_location="cpu", weights_only=True)
+        ing.specs = {k: (tuple(t.shape), safetensors_dtype(t.dtype)) for k, t in ing.tensors.items()}
+        return ing
+    ing.specs = ing.reader.specs()
+    return ing
+
+
+def _from_tensors(name, source, tensors, config) -> Ingredient:
+    specs = {k: (tuple(t.shape), safetensors_dtype(t.dtype)) for k, t in tensors.items()}
+    return Ingredient(name=name, source=source, specs=specs, config=config, tensors=tensors)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation (before anything is written)
+# --------------------------------------------------------------------------------------------------
+def _architecture(config: dict | None) -> tuple | None:
+    if not config:
+        return None
+    return config.get("model_type"), tuple(config.get("architectures") or ())
+
+
+def validate_soup_ingredients(
+    ingredients: Sequence[Ingredient], require_anchors: bool = False, verify: bool = True, dtype=None
+) -> TNAFileConfig | None:
+    """Check architecture, key sets, shapes, dtypes and anchors; return the shared anchor config or None.
+
+    Raises ValueError naming the ingredient (and tensor) that does not fit. Ingredients without
+    `tna_config.json` are refused with `require_anchors`, else named in a warning.
+    """
+    if not ingredients:
+        raise ValueError("a soup needs at least one ingredient")
+    names = [ing.name for ing in ingredients]
+    ref = ingredients[0]
+    for ing in ingredients[1:]:
+        a, b = _architecture(ref.config), _architecture(ing.config)
+        if a is not None and b is not None and a != b:
+            raise ValueError(f"{ing.name} is a {b[0]} {list(b[1])}, {ref.name} a {a[0]} {list(a[1])}: "
+                             "a soup needs one architecture")
+    dtypes = {d for ing in ingredients for _, d in ing.specs.values()}
+    check_tensor_specs([ing.specs for ing in ingredients], names, check_dtypes=dtype is None)
+    if dtype is not None and len(dtypes) > 1:
+        for ing in ingredients:
+            ing.cast = torch.float64 if "F64" in dtypes else torch.float32
+    anchored = [ing for ing in ingredients if ing.tna is not None]
+    plain = [ing.name for ing in ingredients if ing.tna is None]
+    if plain and require_anchors:
+        raise ValueError(f"{plain[0]} has no {CONFIG_NAME} (not trained with anchors); require_anchors=True "
+                         "refuses un-anchored ingredients. Fine-tune it with TNATrainer or drop require_anchors.")
+    if plain:
+        warnings.warn(f"un-anchored ingredient(s) (no {CONFIG_NAME}): {', '.join(plain)}; the soup is not anchored "
+                      "and may fuse poorly", stacklevel=3)
+        return None
+    lead = anchored[0].tna
+    for ing in anchored[1:]:
+        if ing.tna.spec != lead.spec:
+            raise ValueError(f"{ing.name} was anchored with {ing.tna.spec.to_dict()}, {anchored[0].name} with "
+                             f"{lead.spec.to_dict()}: a soup needs one anchor spec across ingredients")
+        for key, entry in lead.manifest.items():
+            other = ing.tna.manifest.get(key)
+            if other is None or other["sha256"] != entry["sha256"]:
+                raise ValueError(f"{ing.name}: anchored tensor {key!r} has other anchor values than {anchored[0].name} "
+                                 "(anchored on another base); a soup needs one base")
+    if verify:
+        for ing in anchored:
+            _verify_anchors(ing)
+    return lead
+
+
+def _verify_anchors(ing: Ingredient) -> None:
+    """Anchored entries of an ingredient still match the manifest hashes, else ValueError."""
+    if ing.folder is not None and ing.reader is not None:
+        from .verify import verify_anchors
+
+        report = verify_anchors(ing.folder, config=ing.tna)
+        bad = [k for k, t in report["tensors"].items() if t.get("hash_ok") is False or t.get("num_drifted")]
+    else:
+        bad = []
+        for key, entry in sorted(ing.tna.manifest.items()):
+            values = anchored_values(ing.get(key), layout_from_manifest(key, entry), ing.tna.spec)
+            if values_sha256(values) != entry["sha256"]:
+                bad.append(key)
+    if bad:
+        raise ValueError(f"{ing.name}: anchored entries of tensor {bad[0]!r} drifted from {CONFIG_NAME} "
+                         f"({len(bad)} tensor(s)); it was not trained with these anchors")
