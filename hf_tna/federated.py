@@ -258,17 +258,30 @@ class AnchoredStrategy(Strategy):
         valid = [m for m in replies if not m.has_error() and m.has_content()]
         sent = sum(record_nbytes(rec) for m in valid for rec in m.content.array_records.values())
         if not self.enabled:
-            self.history.append({"round": server_round, "replies": len(valid), "upload_bytes": sent,
-                                 "upload_bytes_full": sent, "expand_seconds": 0.0})
+            self.history.append(
+                {
+                    "round": server_round,
+                    "replies": len(valid),
+                    "upload_bytes": sent,
+                    "upload_bytes_full": sent,
+                    "expand_seconds": 0.0,
+                }
+            )
             return self.strategy.aggregate_train(server_round, replies)
         start = time.perf_counter()
         for msg in valid:
             for rkey in list(msg.content.array_records):
                 msg.content[rkey] = self.expand_reply(msg.content[rkey])
         full_one = sum(len(Array(v).data) for v in self._global.values())
-        self.history.append({"round": server_round, "replies": len(valid), "upload_bytes": sent,
-                             "upload_bytes_full": full_one * len(valid),
-                             "expand_seconds": time.perf_counter() - start})
+        self.history.append(
+            {
+                "round": server_round,
+                "replies": len(valid),
+                "upload_bytes": sent,
+                "upload_bytes_full": full_one * len(valid),
+                "expand_seconds": time.perf_counter() - start,
+            }
+        )
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         if arrays is None:
             return arrays, metrics

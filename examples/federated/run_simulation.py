@@ -30,8 +30,12 @@ from tna_fl_app.task import FLSettings  # noqa: E402
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for f in dataclasses.fields(FLSettings):
-        parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=f.default,
-                            help=f.metadata["help"] + f" (default: {f.default})")
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=type(f.default),
+            default=f.default,
+            help=f.metadata["help"] + f" (default: {f.default})",
+        )
     parser.add_argument("--num-clients", type=int, default=10, help="simulated SuperNodes (default: 10)")
     parser.add_argument("--num-cpus", type=int, default=2, help="CPUs Ray may use (default: 2)")
     parser.add_argument("--output", type=Path, default=Path("fl_result.json"), help="where the JSON result goes")
@@ -58,8 +62,10 @@ def main(argv=None) -> dict:
         server_app=server_app,
         client_app=client_app,
         num_supernodes=args.num_clients,
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                        "init_args": {"num_cpus": args.num_cpus}},
+        backend_config={
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"num_cpus": args.num_cpus},
+        },
     )
     if not out:
         raise SystemExit("the ServerApp produced no result; see the log above")

@@ -25,5 +25,6 @@ def train(msg: Message, context: Context) -> Message:
         torch.utils.data.TensorDataset(x, y), batch_size=settings.batch_size, shuffle=True, generator=generator
     )
     model = build_model(settings.model)  # weights are replaced by the global model
-    return run_train_message(msg, model, loader, epochs=settings.local_epochs, lr=settings.lr,
-                             momentum=settings.momentum)
+    return run_train_message(
+        msg, model, loader, epochs=settings.local_epochs, lr=settings.lr, momentum=settings.momentum
+    )

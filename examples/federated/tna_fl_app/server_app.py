@@ -44,8 +44,13 @@ def run_experiment(grid: Grid, settings: FLSettings) -> dict:
         return MetricRecord({"accuracy": accuracy(model, x_test, y_test)})
 
     start = time.perf_counter()
-    result = strategy.start(grid, initial, num_rounds=settings.rounds,
-                            train_config=ConfigRecord(settings.to_config()), evaluate_fn=evaluate_fn)
+    result = strategy.start(
+        grid,
+        initial,
+        num_rounds=settings.rounds,
+        train_config=ConfigRecord(settings.to_config()),
+        evaluate_fn=evaluate_fn,
+    )
     metrics = result.evaluate_metrics_serverapp
     return {
         "settings": settings.to_config(),

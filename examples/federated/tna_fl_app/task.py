@@ -38,9 +38,9 @@ class FLSettings:
     train_size: int = field(default=6000, metadata={"help": "training examples shared by all clients"})
     test_size: int = field(default=2000, metadata={"help": "test examples for the server-side accuracy"})
     local_epochs: int = field(default=1, metadata={"help": "local epochs per round"})
-    lr: float = field(default=0.01, metadata={"help": "client SGD learning rate"})
+    lr: float = field(default=0.05, metadata={"help": "client SGD learning rate"})
     momentum: float = field(default=0.9, metadata={"help": "client SGD momentum"})
-    batch_size: int = field(default=32, metadata={"help": "client batch size"})
+    batch_size: int = field(default=16, metadata={"help": "client batch size"})
     model: str = field(default="cnn", metadata={"help": "cnn (authors' FL CNN) or mlp (tiny)"})
     data: str = field(default="fashion-mnist", metadata={"help": "fashion-mnist or synthetic"})
     server_lr: float = field(default=1.0, metadata={"help": "FedAvgM server learning rate"})
@@ -87,7 +87,9 @@ def read_idx_gz(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def load_split(split: str, data: str = "fashion-mnist", root: Path = FASHION_MNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+    split: str, data: str = "fashion-mnist", root: Path = FASHION_MNIST_DIR
+) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 [N, 28, 28], labels int64 [N]) of the train or test split."""
     if data == "synthetic":
         return _synthetic(split)
@@ -185,12 +187,16 @@ def build_model(name: str = "cnn", seed: int = 0) -> torch.nn.Module:
     torch.manual_seed(seed)
     if name == "cnn":
         return CNN()
-    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    return torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(28 * 28, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10)
+    )
 
 
 @torch.no_grad()
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
     model.eval()
-    correct = sum(int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
-                  for i in range(0, len(y), batch_size))
+    correct = sum(
+        int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
+        for i in range(0, len(y), batch_size)
+    )
     return correct / len(y)

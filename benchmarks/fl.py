@@ -1,0 +1,369 @@
+"""FedAvg vs FedPFN vs FedPNU on Fashion-MNIST with Flower's simulation engine (Ray), on one machine.
+
+    python benchmarks/fl.py --budget-minutes 30           # the full table -> docs/results/federated.md + PNGs
+    python benchmarks/fl.py --quick                       # smoke run (minutes), writes to /tmp/hf_tna_fl_quick
+
+Setting: the CNN of the TNA-PFN authors' FL code (conv 32, conv 64, conv 64, fc 64, fc 10), 10 clients with
+Dirichlet label skew (alpha 0.1 and 0.5), local SGD, each method with two server strategies (FedAvg and
+FedAvgM), several seeds; score = server-side test accuracy averaged over the last 5 rounds.
+
+Ray is started once: Flower's `run_simulation` shuts Ray down when a run ends (RayBackend.terminate calls
+`ray.shutdown()`), so separate `run_simulation` calls cannot share it. Instead one simulation runs every
+experiment: its ServerApp calls `strategy.start()` once per (alpha, server, method, seed) on the same grid of
+SuperNodes; each experiment's settings travel in the train config, so the Ray actors serve all of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "examples" / "federated"), str(ROOT)]  # also inherited by the Ray workers
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from tna_fl_app.task import FLSettings, build_model, dirichlet_partition, load_split, subsample  # noqa: E402
+
+METHOD_NAMES = {"fedavg": "FedAvg", "fedpfn": "FedPFN", "fedpnu": "FedPNU"}
+SERVER_NAMES = {"fedavg": "FedAvg", "fedavgm": "FedAvgM", "fedadam": "FedAdam", "fedprox": "FedProx"}
+LAST = 5  # rounds averaged for the score
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget-minutes", type=float, default=30.0, help="wall-clock budget; sizes the training set")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run (one alpha, one seed, 3 rounds)")
+    p.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.5])
+    p.add_argument("--servers", nargs="+", default=["fedavg", "fedavgm"], choices=sorted(SERVER_NAMES))
+    p.add_argument("--methods", nargs="+", default=["fedavg", "fedpfn", "fedpnu"], choices=sorted(METHOD_NAMES))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--num-clients", type=int, default=10)
+    p.add_argument(
+        "--train-size", type=int, default=None, help="training examples over all clients (default: from budget)"
+    )
+    p.add_argument("--test-size", type=int, default=1000)
+    p.add_argument("--local-epochs", type=int, default=1)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--anchor-ratio", type=float, default=0.4)
+    p.add_argument("--server-momentum", type=float, default=0.9, help="FedAvgM momentum")
+    p.add_argument("--num-cpus", type=int, default=2)
+    p.add_argument("--output-dir", type=Path, default=None, help="default: docs/results (quick: /tmp/hf_tna_fl_quick)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.alphas, args.seeds, args.rounds, args.num_clients = args.alphas[:1], args.seeds[:1], 3, 4
+        args.servers, args.train_size, args.test_size = args.servers[:1], args.train_size or 800, 300
+    args.output_dir = args.output_dir or (Path("/tmp/hf_tna_fl_quick") if args.quick else ROOT / "docs" / "results")
+    return args
+
+
+# --------------------------------------------------------------------------------------------------
+# Sizing
+# --------------------------------------------------------------------------------------------------
+def calibrate(batch_size: int) -> dict:
+    """Training and evaluation throughput of the CNN on one thread (the simulation runs one per actor)."""
+    torch.set_num_threads(1)
+    model = build_model("cnn")
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(batch_size, 1, 28, 28), torch.randint(0, 10, (batch_size,))
+    start, steps = time.perf_counter(), 0
+    while time.perf_counter() - start < 2.0:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        steps += 1
+    train = steps * batch_size / (time.perf_counter() - start)
+    start = time.perf_counter()
+    with torch.no_grad():
+        model(torch.randn(500, 1, 28, 28))
+    return {"train_samples_per_s": train, "eval_samples_per_s": 500 / (time.perf_counter() - start)}
+
+
+def size_training_set(args, num_runs: int, speed: dict) -> int:
+    """Largest training set (over all clients) whose estimated cost fits the budget."""
+    per_round_overhead = 0.06 * args.num_clients + 0.3  # messaging, actors, aggregation (measured)
+    per_run = args.budget_minutes * 60 * 0.85 / num_runs - 25 / num_runs  # Ray start-up
+    per_round = per_run / args.rounds - per_round_overhead - args.test_size / speed["eval_samples_per_s"]
+    size = per_round * speed["train_samples_per_s"] * args.num_cpus / args.local_epochs
+    return int(min(60000, max(1000, size)) // 100 * 100)
+
+
+def client_sizes(labels: np.ndarray, args, alpha: float, seed: int) -> list[int]:
+    pool = subsample(labels, args.train_size, seed)
+    return [len(p) for p in dirichlet_partition(labels[pool], args.num_clients, alpha, seed)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+# --------------------------------------------------------------------------------------------------
+def experiments(args) -> list[FLSettings]:
+    """Seeds outermost, so a run cut short by the budget still covers every configuration."""
+    return [
+        FLSettings(
+            method=m,
+            server=s,
+            rounds=args.rounds,
+            anchor_ratio=args.anchor_ratio,
+            seed=seed,
+            alpha=a,
+            train_size=args.train_size,
+            test_size=args.test_size,
+            local_epochs=args.local_epochs,
+            lr=args.lr,
+            momentum=args.momentum,
+            batch_size=args.batch_size,
+            server_momentum=args.server_momentum,
+        )
+        for seed in args.seeds
+        for a in args.alphas
+        for s in args.servers
+        for m in args.methods
+    ]
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def run_all(args, todo: list[FLSettings], deadline: float, partial: Path) -> list[dict]:
+    from flwr.app import Context
+    from flwr.serverapp import Grid, ServerApp
+    from flwr.simulation import run_simulation
+    from tna_fl_app.client_app import app as client_app
+    from tna_fl_app.server_app import run_experiment
+
+    results: list[dict] = []
+    server_app = ServerApp()
+
+    @server_app.main()
+    def _main(grid: Grid, context: Context) -> None:
+        torch.set_num_threads(1)
+        for i, settings in enumerate(todo):
+            if time.time() > deadline:
+                print(f"[fl] budget spent: skipping {len(todo) - i} remaining runs", flush=True)
+                break
+            try:
+                out = run_experiment(grid, settings)
+            except Exception as err:  # keep the other runs; report the failure in the table
+                out = {"settings": settings.to_config(), "error": repr(err), "accuracy": [], "bytes": []}
+            results.append(out)
+            write_json(partial, results)
+            acc = out["accuracy"][-1] if out["accuracy"] else float("nan")
+            print(
+                f"[fl] {i + 1}/{len(todo)} {settings.method}/{settings.server} alpha={settings.alpha} "
+                f"seed={settings.seed}: final acc {acc:.4f} ({out.get('seconds', 0):.0f}s)",
+                flush=True,
+            )
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=args.num_clients,
+        backend_config={
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"num_cpus": args.num_cpus, "logging_level": "ERROR"},
+        },
+    )
+    return results
+
+
+# --------------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------------
+def row_command(args, alpha: float, server: str, method: str) -> str:
+    parts = [
+        "python",
+        "benchmarks/fl.py",
+        "--alphas",
+        str(alpha),
+        "--servers",
+        server,
+        "--methods",
+        method,
+        "--seeds",
+        *map(str, args.seeds),
+        "--rounds",
+        str(args.rounds),
+        "--num-clients",
+        str(args.num_clients),
+        "--train-size",
+        str(args.train_size),
+        "--test-size",
+        str(args.test_size),
+        "--local-epochs",
+        str(args.local_epochs),
+        "--lr",
+        str(args.lr),
+        "--momentum",
+        str(args.momentum),
+        "--batch-size",
+        str(args.batch_size),
+        "--anchor-ratio",
+        str(args.anchor_ratio),
+        "--server-momentum",
+        str(args.server_momentum),
+    ]
+    return shlex.join(parts)
+
+
+def summarize(results: list[dict]) -> dict:
+    """(alpha, server, method) -> scores per seed, mean curve, upload bytes per round."""
+    table: dict = {}
+    for r in results:
+        s = r["settings"]
+        if not r["accuracy"]:
+            continue
+        cell = table.setdefault(
+            (s["alpha"], s["server"], s["method"]), {"scores": [], "curves": [], "up": [], "full": []}
+        )
+        cell["scores"].append(float(np.mean(r["accuracy"][-LAST:])))
+        cell["curves"].append(r["accuracy"])
+        cell["up"] += [h["upload_bytes"] for h in r["bytes"]]
+        cell["full"] += [h["upload_bytes_full"] for h in r["bytes"]]
+    return table
+
+
+def plot(table: dict, args, out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    for alpha in args.alphas:
+        fig, axes = plt.subplots(1, len(args.servers), figsize=(5 * len(args.servers), 3.6), squeeze=False)
+        for ax, server in zip(axes[0], args.servers):
+            for method in args.methods:
+                cell = table.get((alpha, server, method))
+                if not cell:
+                    continue
+                curves = np.array([c for c in cell["curves"] if len(c) == len(cell["curves"][0])])
+                mean, std = curves.mean(0), curves.std(0)
+                xs = np.arange(len(mean))
+                ax.plot(xs, mean, label=f"{METHOD_NAMES[method]} ({len(curves)} seeds)")
+                ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
+            ax.set_title(f"server {SERVER_NAMES[server]}, Dirichlet alpha={alpha}")
+            ax.set_xlabel("round")
+            ax.set_ylabel("test accuracy")
+            ax.grid(alpha=0.3)
+            ax.legend(loc="lower right")
+        fig.tight_layout()
+        name = f"federated_alpha{alpha}.png"
+        fig.savefig(out_dir / name, dpi=110)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+def write_report(args, results: list[dict], meta: dict, out_dir: Path) -> Path:
+    table = summarize(results)
+    pngs = plot(table, args, out_dir)
+    lines = [
+        "# Federated TNA-PFN: FedAvg vs FedPFN vs FedPNU (Flower simulation, Fashion-MNIST)",
+        "",
+        f"Generated by `{meta['command']}` in {meta['minutes']:.1f} minutes on {meta['cpus']} shared CPU cores "
+        f"(Flower {meta['flwr']}, torch {torch.__version__}). Raw numbers: `federated.json`.",
+        "",
+        "Setting: the CNN of the TNA-PFN authors' FL code (conv 32, conv 64, conv 64, fc 64, fc 10); "
+        f"{args.num_clients} clients, all sampled every round; Dirichlet label skew; {args.rounds} rounds; "
+        f"{args.local_epochs} local epoch(s) of SGD (lr {args.lr}, momentum {args.momentum}, batch {args.batch_size}); "
+        f"anchor ratio {args.anchor_ratio} (element granularity) for FedPFN/FedPNU; FedAvgM with server lr 1.0 and "
+        f"momentum {args.server_momentum}. Score: server-side test accuracy averaged over the last {LAST} rounds, "
+        "mean ± std over seeds (model init, partition, anchors and batch order all follow the seed).",
+        "",
+        f"Data sizes (subsampled to fit the budget): {args.train_size} training examples shared by all clients "
+        f"(seeded subset of the 60000), {args.test_size} test examples (seeded subset of the 10000). "
+        "Examples per client (seed 0): "
+        + "; ".join(
+            f"alpha {a}: min {min(s)}, median {int(np.median(s))}, max {max(s)}"
+            for a, s in meta["client_sizes"].items()
+        ),
+        "",
+        "| alpha | server | method | accuracy (last 5 rounds) | seeds | upload MB / round | vs full upload | command |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for alpha in args.alphas:
+        for server in args.servers:
+            for method in args.methods:
+                cell = table.get((alpha, server, method))
+                if not cell:
+                    lines.append(f"| {alpha} | {SERVER_NAMES[server]} | {METHOD_NAMES[method]} | not run | 0 | | | |")
+                    continue
+                sc = np.array(cell["scores"])
+                up, full = np.mean(cell["up"]), np.mean(cell["full"])
+                lines.append(
+                    f"| {alpha} | {SERVER_NAMES[server]} | {METHOD_NAMES[method]} | {sc.mean():.4f} ± {sc.std():.4f} | "
+                    f"{len(sc)} | {up / 1e6:.3f} | {up / full:.0%} | `{row_command(args, alpha, server, method)}` |"
+                )
+    errors = [r for r in results if r.get("error")]
+    lines += ["", *[f"![accuracy per round]({name})" for name in pngs], ""]
+    lines += [
+        "Notes:",
+        "- Upload bytes are the serialized npy payloads of the clients' ArrayRecords, summed over the round's "
+        "clients; FedPFN/FedPNU clients send only the non-anchored entries (the server scatters the anchors back "
+        "from the global model), so about `1 - ratio` of a full upload plus npy headers.",
+        "- FedPNU composed with FedAvgM: the server momentum keeps moving entries that are anchored in the "
+        "current round (the clients' contribution to them is exactly zero); FedPFN's anchors stay bitwise fixed.",
+        "- Runs are seeded but not bitwise reproducible: Flower samples client order at random and Ray runs "
+        "clients in parallel, which changes the float summation order of the aggregate.",
+        f"- Calibration on this machine: {meta['speed']['train_samples_per_s']:.0f} training samples/s per core; "
+        f"runs done: {len(results)} of {meta['planned']} planned; failed: {len(errors)}.",
+    ]
+    lines += [
+        f"  - failed: {e['settings']['method']}/{e['settings']['server']} alpha {e['settings']['alpha']} "
+        f"seed {e['settings']['seed']}: {e['error']}"
+        for e in errors
+    ]
+    path = out_dir / "federated.md"
+    tmp = path.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def main(argv=None) -> Path:
+    args = parse_args(argv)
+    start = time.time()
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    speed = calibrate(args.batch_size)
+    todo_count = len(args.alphas) * len(args.servers) * len(args.methods) * len(args.seeds)
+    if args.train_size is None:
+        args.train_size = size_training_set(args, todo_count, speed)
+    _, labels = load_split("train")
+    meta = {
+        "command": "python benchmarks/fl.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "cpus": os.cpu_count(),
+        "speed": speed,
+        "planned": todo_count,
+        "client_sizes": {a: client_sizes(labels, args, a, args.seeds[0]) for a in args.alphas},
+    }
+    print(
+        f"[fl] {todo_count} runs, train size {args.train_size}, test size {args.test_size}, "
+        f"speed {speed['train_samples_per_s']:.0f} samples/s",
+        flush=True,
+    )
+    partial = args.output_dir / "federated.json"
+    deadline = start + args.budget_minutes * 60
+    results = run_all(args, experiments(args), deadline, partial)
+    import flwr
+
+    meta.update(minutes=(time.time() - start) / 60, flwr=flwr.__version__)
+    write_json(partial, {"meta": meta, "args": {k: str(v) for k, v in vars(args).items()}, "results": results})
+    path = write_report(args, results, meta, args.output_dir)
+    print(f"[fl] wrote {path}", flush=True)
+    return path
+
+
+if __name__ == "__main__":
+    main()
