@@ -7,7 +7,7 @@ export OMP_NUM_THREADS ?= 1
 export TOKENIZERS_PARALLELISM := false
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: venv test demo style quality bench clean
+.PHONY: venv test demo style quality bench bench-soup clean
 
 $(STAMP): setup.py Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,13 @@ style: $(STAMP)
 
 quality: $(STAMP)
 	$(VENV)/bin/ruff check hf_tna tests examples benchmarks
+
+# mergekit pins its own torch/transformers: it lives in .bench-venv, never in .venv
+BENCH_VENV := .bench-venv
+bench-soup: $(STAMP)
+	test -x $(BENCH_VENV)/bin/mergekit-yaml || (python3 -m venv $(BENCH_VENV) && \
+		$(BENCH_VENV)/bin/pip install -q torch==2.13.0 mergekit)
+	$(PY) benchmarks/soup_speed.py --mergekit-python $(BENCH_VENV)/bin/python
 
 clean:
 	rm -rf $(VENV) build *.egg-info

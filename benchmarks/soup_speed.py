@@ -34,9 +34,10 @@ THREAD_ENV: dict[str, str] = {}
 _WRAPPER = (
     "import json,resource,subprocess,sys,time\n"
     "t=time.perf_counter();p=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,stderr=subprocess.PIPE)\n"
-    "w=time.perf_counter()-t;r=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+    "w=time.perf_counter()-t;u=resource.getrusage(resource.RUSAGE_CHILDREN)\n"
     "sys.stderr.write(p.stderr.decode(errors='replace')[-3000:])\n"
-    "sys.stderr.write('\\n'+json.dumps({'rc':p.returncode,'wall_s':w,'peak_rss_mb':r/1024})+'\\n')\n"
+    "sys.stderr.write('\\n'+json.dumps({'rc':p.returncode,'wall_s':w,'cpu_s':u.ru_utime+u.ru_stime,"
+    "'peak_rss_mb':u.ru_maxrss/1024})+'\\n')\n"
 )
 
 
@@ -159,14 +160,19 @@ def main(argv=None) -> dict:
         for tool, rs in runs.items():
             ok = [x for x in rs if x["rc"] == 0]
             if ok:
-                report[tool] = {"wall_s": min(x["wall_s"] for x in ok), "peak_rss_mb": max(x["peak_rss_mb"] for x in ok),
+                report[tool] = {"wall_s": min(x["wall_s"] for x in ok), "cpu_s": min(x["cpu_s"] for x in ok),
+                                "peak_rss_mb": max(x["peak_rss_mb"] for x in ok),
                                 "runs": [{k: round(v, 3) for k, v in x.items() if k != "error"} for x in rs]}
             elif rs:
                 report[tool] = {"error": rs[-1].get("error")}
+        startup = [run_measured([args.python, "-c", "import torch"]) for _ in range(args.repeats)]
+        report["python_torch_import_baseline"] = {"wall_s": min(x["wall_s"] for x in startup),
+                                                  "peak_rss_mb": max(x["peak_rss_mb"] for x in startup)}
         if problem:
             report["mergekit_missing"] = problem
         elif "wall_s" in report.get("hf_tna", {}) and "wall_s" in report.get("mergekit", {}):
             report["speedup"] = report["mergekit"]["wall_s"] / report["hf_tna"]["wall_s"]
+            report["cpu_time_ratio"] = report["mergekit"]["cpu_s"] / report["hf_tna"]["cpu_s"]
             report["rss_ratio"] = report["hf_tna"]["peak_rss_mb"] / report["mergekit"]["peak_rss_mb"]
             report["outputs"] = max_abs_diff(tmp / "hf_tna_0", tmp / "mergekit_0")
             report["targets_met"] = {"speedup>=5": report["speedup"] >= 5, "rss<=half": report["rss_ratio"] <= 0.5,

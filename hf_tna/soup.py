@@ -19,6 +19,7 @@ import shutil
 import uuid
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -151,14 +152,17 @@ def write_fused(
         manifest = dict(anchors.manifest) if anchors is not None else {}
         recompute = anchors is not None and dtype is not None
         torch.set_num_threads(1)  # streamed element-wise work is memory-bound; one thread avoids OpenMP waits
-        with ShardedSafetensorsWriter(tmp, specs, max_shard_size, weights_name) as writer:
+        pending = None  # the previous chunk's write runs in a thread while the next chunk is computed
+        with ShardedSafetensorsWriter(tmp, specs, max_shard_size, weights_name) as writer, \
+                ThreadPoolExecutor(max_workers=1) as pool:
             for key in tqdm(list(specs), desc="soup", unit="tensor", disable=not progress):
                 excluded = bool(exclude) and is_excluded(key, exclude)
                 if chunk_fuse is not None and not excluded and not (recompute and key in manifest):
                     numel = math.prod(specs[key][0])
                     for start in range(0, numel, CHUNK_ELEMENTS):
                         values = chunk_fuse(key, start, min(numel, start + CHUNK_ELEMENTS))
-                        writer.write_range(key, values.to(dtype) if dtype is not None else values, start)
+                        values = values.to(dtype) if dtype is not None else values
+                        pending = _write_async(pool, pending, writer.write_range, key, values, start)
                     continue
                 if excluded:
                     tensor = ingredients[exclude_from].get(key)
@@ -169,7 +173,9 @@ def write_fused(
                 if recompute and key in manifest:
                     layout = layout_from_manifest(key, manifest[key])
                     manifest[key] = manifest_entry(tensor, layout, anchors.spec)
-                writer.write(key, tensor)
+                pending = _write_async(pool, pending, writer.write, key, tensor)
+            if pending is not None:
+                pending.result()
         torch.set_num_threads(threads)
         copy_side_files(template.folder, tmp, trust_remote_code)
         soup_tna = None
@@ -190,6 +196,13 @@ def write_fused(
             ing.close()
     return {"output_dir": str(output_dir), "files": sorted(p.name for p in output_dir.iterdir()),
             "anchors": soup_tna.to_dict() if soup_tna else None, "recipe": recipe}
+
+
+def _write_async(pool, pending, write, *args):
+    """Wait for the previous write, then start this one (one write in flight; double-buffered chunks)."""
+    if pending is not None:
+        pending.result()
+    return pool.submit(write, *args)
 
 
 def _torch_dtype_of(ingredients) -> str:
@@ -293,7 +306,8 @@ def chunk_averager(ingredients: Sequence[Ingredient], weights=None, normalize: b
     """``chunk_fuse(key, start, stop)``: the weighted mean of elements [start, stop) of every ingredient.
 
     File ingredients are read into three reused buffers (first, running deviation, current), so memory
-    holds three chunks whatever the number of ingredients, and nothing is allocated per chunk.
+    holds three chunks whatever the number of ingredients, and nothing is allocated per chunk; two such
+    sets alternate so that one chunk is written while the next is computed.
     """
     fresh = all(ing.reader is not None for ing in ingredients)  # buffers are ours: reuse them in place
     buffers: dict[tuple, torch.Tensor] = {}
@@ -303,9 +317,14 @@ def chunk_averager(ingredients: Sequence[Ingredient], weights=None, normalize: b
             buffers[(dtype, slot)] = torch.empty(CHUNK_ELEMENTS, dtype=dtype)
         return buffers[(dtype, slot)]
 
+    calls = [0]
+
     def chunk_fuse(key, start, stop):
+        calls[0] += 1
+        parity = 3 * (calls[0] % 2)  # two buffer sets: one is written out while the other is filled
         reads = (
-            ing.get_range(key, start, stop, buffer(SAFETENSORS_DTYPES[ing.specs[key][1]], min(i, 2)) if fresh else None)
+            ing.get_range(key, start, stop, buffer(SAFETENSORS_DTYPES[ing.specs[key][1]], parity + min(i, 2))
+                          if fresh else None)
             for i, ing in enumerate(ingredients)
         )
         return average_tensors(reads, weights, normalize, consume=fresh)
