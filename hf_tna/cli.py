@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "interpolate": "hf_tna.fusion_cli",
     "barrier": "hf_tna.fusion_cli",
     "verify": "hf_tna.verify",
+    "coldfuse": "hf_tna.coldfuse_run",
 }
 
 

@@ -1,0 +1,407 @@
+"""ColD fusion through a Hub repository (Don-Yehiya et al., ACL 2023), with fixed neuron anchors.
+
+Each round every contributor downloads the round's base, fine-tunes it on its own task and uploads the
+body; the fuser validates the contributions and averages them into the next base. Where things live:
+
+- base repository, branch `main`: the current base (`model.safetensors`, config, tokenizer),
+  `tna_config.json` (the round's anchor spec and the manifest of the base's anchored values),
+  `coldfuse_state.json` (round, anchor settings, what was fused, parent revision) and the model card.
+  Tag `round-R` marks the commit holding the base of round R. Only the fuser writes `main` and the tags.
+- contributions: branch `contrib/round-R/<contributor>` of the base repository (or of a contributor's
+  own repository, named to the fuser), created from the round's base commit: model weights of the body,
+  `tna_config.json`, `coldfuse_contribution.json` (base revision started from, round, anchor spec, task,
+  number of examples, metrics). Each contributor writes only its own branch, so concurrent contributors
+  never race; the fuser pins each contribution by commit sha and records `repo@sha`.
+
+Fusing is idempotent (a round already fused is reported, nothing is written) and resumable: the state
+commit on `main` and the `round-R+1` tag are the only writes, and a crash between them is repaired by
+the next run. Initialising a base, contributing and whole runs (`run_coldfuse`) are in
+`hf_tna.coldfuse_run`; the contributor's fine-tuning is in `hf_tna.coldfuse_data`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .anchors import CONFIG_NAME, AnchorSpec, TNAFileConfig, layout_from_manifest, manifest_entry
+from .fusion import average_tensors, check_finite, check_tensor_specs
+from .io import ShardedSafetensorsWriter, StreamingCheckpointReader
+from .store import RevisionNotFoundError, StaleParentError, parse_repo_ref
+
+STATE_NAME = "coldfuse_state.json"
+CONTRIBUTION_NAME = "coldfuse_contribution.json"
+STATE_FORMAT = "hf_tna-coldfuse-v1"
+WEIGHTINGS = ("uniform", "examples")
+CONTRIBUTOR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
+WEIGHT_FILES = ("model.safetensors", "model-*.safetensors", "model.safetensors.index.json")
+
+
+def round_tag(round: int) -> str:
+    return f"round-{int(round)}"
+
+
+def contribution_branch(round: int, contributor: str) -> str:
+    if not CONTRIBUTOR_RE.match(str(contributor)):
+        raise ValueError(f"contributor name {contributor!r} is not valid: use letters, digits, '-', '_', '.'")
+    return f"contrib/round-{int(round)}/{contributor}"
+
+
+def round_spec(state: dict, round: int) -> AnchorSpec:
+    """The anchor spec of `round`: the state's spec, re-drawn per round when `redraw_anchors`."""
+    spec = AnchorSpec.from_dict(state["anchor_spec"])
+    return spec.for_round(round) if state.get("redraw_anchors") else spec
+
+
+def _json(data: dict) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+def read_json_file(store, repo_id: str, path: str, revision: str) -> dict | None:
+    """A JSON file of a revision, or None when it does not exist."""
+    try:
+        raw = store.read_file(repo_id, path, revision)
+    except FileNotFoundError:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} in {repo_id}@{revision} is not valid JSON: {err}") from None
+
+
+def read_state(store, repo_id: str, revision: str = "main") -> dict:
+    state = read_json_file(store, repo_id, STATE_NAME, revision)
+    if state is None or state.get("format") != STATE_FORMAT:
+        raise ValueError(f"{repo_id}@{revision} is not a ColD fusion base: no {STATE_NAME} of format {STATE_FORMAT} "
+                         "(create one with `hf-tna coldfuse init`)")
+    return state
+
+
+def latest_round(store, repo_id: str) -> int:
+    """The round whose base is the newest tagged one."""
+    rounds = [int(t.split("-", 1)[1]) for t in store.list_refs(repo_id)["tags"] if re.fullmatch(r"round-\d+", t)]
+    if not rounds:
+        raise ValueError(f"{repo_id} has no round tag: initialise it with `hf-tna coldfuse init`")
+    return max(rounds)
+
+
+@dataclass
+class RoundBase:
+    """The base of one round: its commit, state, anchor spec and (once downloaded) folder."""
+
+    repo_id: str
+    round: int
+    sha: str
+    state: dict
+    spec: AnchorSpec
+    folder: Path | None = None
+    tna: TNAFileConfig | None = None
+
+
+def load_round_base(store, repo_id: str, round: int, download: bool = True) -> RoundBase:
+    """Resolve tag `round-R` and read its state (and download its files when `download`)."""
+    try:
+        sha = store.resolve(repo_id, round_tag(round))
+    except RevisionNotFoundError:
+        raise ValueError(f"round {round} of {repo_id} has no base: tag {round_tag(round)} does not exist (latest "
+                         f"round: {latest_round(store, repo_id)}); fuse the rounds before it first") from None
+    state = read_state(store, repo_id, sha)
+    if int(state["round"]) != int(round):
+        raise ValueError(f"{repo_id}@{round_tag(round)} holds the state of round {state['round']}, not {round}")
+    base = RoundBase(repo_id, int(round), sha, state, round_spec(state, round))
+    if download:
+        folder, _ = store.download(repo_id, sha)
+        base.folder = Path(folder)
+        base.tna = TNAFileConfig.load(base.folder)
+        if base.tna.spec != base.spec:
+            raise ValueError(f"{repo_id}@{round_tag(round)}: {CONFIG_NAME} has spec {base.tna.spec}, the state says "
+                             f"{base.spec}")
+    return base
+
+
+# --------------------------------------------------------------------------------------------------
+# Gathering and validating contributions
+# --------------------------------------------------------------------------------------------------
+def gather_contributions(store, repo_id: str, round: int, extra=()) -> list[dict]:
+    """Branches `contrib/round-R/*` of the base repo plus `extra` (``repo@ref``), each pinned to a sha."""
+    prefix = f"contrib/round-{int(round)}/"
+    found = [{"contributor": b[len(prefix):], "repo": repo_id, "ref": b, "sha": sha}
+             for b, sha in store.list_refs(repo_id)["branches"].items() if b.startswith(prefix)]
+    for item in extra:
+        repo, ref = parse_repo_ref(item)
+        ref = ref or contribution_branch(round, repo.split("/")[1])
+        found.append({"contributor": ref.rsplit("/", 1)[-1], "repo": repo, "ref": ref, "sha": store.resolve(repo, ref)})
+    return sorted(found, key=lambda c: (c["repo"], c["ref"]))
+
+
+class ContributionRejected(ValueError):
+    """A contribution does not fit the round; the message says why."""
+
+
+def check_contribution_meta(meta: dict | None, item: dict, base: RoundBase) -> None:
+    """Cheap checks on `coldfuse_contribution.json` (before any weight is downloaded)."""
+    if meta is None:
+        raise ContributionRejected(f"has no {CONTRIBUTION_NAME}: an unfinished upload, or not a contribution")
+    if meta.get("format") != STATE_FORMAT:
+        raise ContributionRejected(f"{CONTRIBUTION_NAME} has format {meta.get('format')!r}, expected {STATE_FORMAT!r}")
+    if int(meta.get("round", -1)) != base.round:
+        raise ContributionRejected(f"is a contribution to round {meta.get('round')}, not round {base.round}")
+    if meta.get("base_revision") != base.sha:
+        raise ContributionRejected(
+            f"started from base revision {str(meta.get('base_revision'))[:12]}, but round {base.round}'s base is "
+            f"{base.sha[:12]} ({base.repo_id}@{round_tag(base.round)}): re-train it from this round's base")
+    try:
+        spec = AnchorSpec.from_dict(meta.get("anchor_spec") or {})
+    except (TypeError, ValueError) as err:
+        raise ContributionRejected(f"has an unreadable anchor spec: {err}") from None
+    if spec != base.spec:
+        diff = {k: (v, base.spec.to_dict()[k]) for k, v in spec.to_dict().items() if v != base.spec.to_dict()[k]}
+        raise ContributionRejected(
+            "was anchored with another spec than round {} ({}): the round's anchor spec is {}".format(
+                base.round, ", ".join(f"{k}={a!r} instead of {b!r}" for k, (a, b) in diff.items()), base.spec.to_dict()))
+    n = meta.get("num_examples")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ContributionRejected(f"num_examples must be a positive int, got {n!r}")
+
+
+def _architecture(folder: Path) -> tuple:
+    path = folder / "config.json"
+    config = json.loads(path.read_text()) if path.exists() else {}
+    return config.get("model_type"), tuple(config.get("architectures") or ())
+
+
+def check_contribution_weights(folder: Path, name: str, base: RoundBase, base_specs: dict) -> None:
+    """Same architecture, tensors, shapes and dtypes as the base; finite values; anchors intact."""
+    from .verify import verify_anchors
+
+    ours, theirs = _architecture(base.folder), _architecture(folder)
+    if ours != theirs:
+        raise ContributionRejected(f"is a {theirs[0]} {list(theirs[1])}, the base a {ours[0]} {list(ours[1])}: "
+                                   "contributions must be the base's architecture (the body, without task head)")
+    tna = TNAFileConfig.load(folder) if (folder / CONFIG_NAME).exists() else None
+    if tna is None or tna.spec != base.spec:
+        raise ContributionRejected(f"its {CONFIG_NAME} {'is missing' if tna is None else f'has spec {tna.spec}'}; "
+                                   f"round {base.round} anchors with {base.spec}")
+    with StreamingCheckpointReader(folder) as reader:
+        try:
+            check_tensor_specs([base_specs, reader.specs()], ["the base", name])
+        except ValueError as err:
+            raise ContributionRejected(str(err).replace(f"{name}: ", "")) from None
+        for key in reader.keys():
+            try:
+                check_finite(reader.get(key), key, name)
+            except ValueError:
+                t = reader.get(key)
+                raise ContributionRejected(f"tensor {key!r} holds {int((~t.isfinite()).sum())} NaN/inf value(s): "
+                                           "a diverged model is never averaged") from None
+    report = verify_anchors(folder, base.folder, spec=base.spec, config=base.tna)
+    if not report["intact"]:
+        key, t = next((k, t) for k, t in report["tensors"].items() if t.get("num_drifted"))
+        raise ContributionRejected(
+            f"{t['num_drifted']} anchored entries of tensor {key!r} drifted from the base (max |drift| "
+            f"{t['max_abs_drift']:.3g}; {1 - report['fraction_intact']:.2%} of all anchors): it was not "
+            f"fine-tuned with round {base.round}'s anchors")
+
+
+def _record(item: dict, meta: dict | None = None, **extra) -> dict:
+    row = {"contributor": item["contributor"], "ingredient": f"{item['repo']}@{item['sha']}", "ref": item["ref"]}
+    if meta:
+        row.update({k: meta.get(k) for k in ("task", "num_examples", "metrics", "num_labels")})
+    return {**row, **extra}
+
+
+# --------------------------------------------------------------------------------------------------
+# Fusing a round
+# --------------------------------------------------------------------------------------------------
+def fuse_round(store, repo_id: str, round: int | None = None, extra_contributions=(), weighting: str | None = None,
+               min_contributions: int = 1, progress: bool = False) -> dict:
+    """Fuse round R's contributions into the base of round R+1 (tag `round-{R+1}` on `main`).
+
+    Validates every contribution (started from this round's base revision, same anchor spec, same
+    architecture and shapes, finite values, anchors intact against the base) and states why any is
+    rejected; averages the accepted bodies (`weighting` "uniform" or "examples", default: the state's),
+    streamed one tensor at a time; commits the new base, its `tna_config.json` (next round's spec),
+    state and model card to `main` (parent-pinned) and tags it. Fusing a round already fused changes
+    nothing and returns ``status="already-fused"``. Returns a report (status, revision, accepted, rejected).
+    """
+    round = latest_round(store, repo_id) if round is None else int(round)
+    base = load_round_base(store, repo_id, round, download=False)
+    done = _already_fused(store, repo_id, base)
+    if done is not None:
+        return done
+    weighting = weighting or base.state.get("weighting", "uniform")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    base = load_round_base(store, repo_id, round)
+    with StreamingCheckpointReader(base.folder) as reader:
+        base_specs = reader.specs()
+    accepted, rejected = [], []
+    for item in gather_contributions(store, repo_id, round, extra_contributions):
+        name = f"contribution {item['contributor']} ({item['repo']}@{item['sha'][:12]})"
+        meta = None
+        try:
+            meta = read_json_file(store, item["repo"], CONTRIBUTION_NAME, item["sha"])
+            check_contribution_meta(meta, item, base)
+            folder, _ = store.download(item["repo"], item["sha"])
+            check_contribution_weights(Path(folder), name, base, base_specs)
+        except (ContributionRejected, ValueError) as err:
+            rejected.append(_record(item, meta, reason=str(err)))
+            print(f"coldfuse round {round}: rejected {name}: {err}")
+            continue
+        accepted.append((_record(item, meta), Path(folder)))
+    if len(accepted) < max(1, min_contributions):
+        why = "; ".join(f"{r['contributor']}: {r['reason']}" for r in rejected) or "none uploaded"
+        raise ValueError(f"round {round} of {repo_id} has {len(accepted)} valid contribution(s), at least "
+                         f"{max(1, min_contributions)} needed (rejected: {why}); nothing was written")
+    weights = [float(row["num_examples"]) if weighting == "examples" else 1.0 for row, _ in accepted]
+    for (row, _), w in zip(accepted, weights):
+        row["weight"] = w / sum(weights)
+    state = _next_state(base, [row for row, _ in accepted], rejected, weighting)
+    with tempfile.TemporaryDirectory(prefix="coldfuse-") as tmp:
+        out = Path(tmp) / "base"
+        write_fused_base(base, [f for _, f in accepted], weights, state, out, progress)
+        files = {p.relative_to(out).as_posix(): p for p in sorted(out.rglob("*")) if p.is_file()}
+        stale = [p for p in store.list_files(repo_id, base.sha) if p not in files and p != ".gitattributes"]
+        message = f"ColD fusion round {round} -> {round + 1}: {len(accepted)} contribution(s)"
+        try:
+            sha = store.commit(repo_id, files, message, revision="main", parent_commit=_main_parent(store, repo_id, base),
+                               delete=stale)
+        except StaleParentError:  # another fuser got there first: keep its result when it fused this round
+            done = _already_fused(store, repo_id, base)
+            if done is None:
+                raise
+            return done
+    store.create_tag(repo_id, round_tag(round + 1), revision=sha, exist_ok=True)
+    return {"status": "fused", "round": round, "next_round": round + 1, "revision": sha, "base_revision": base.sha,
+            "accepted": [row for row, _ in accepted], "rejected": rejected, "weighting": weighting}
+
+
+def _main_parent(store, repo_id: str, base: RoundBase) -> str:
+    """`main`'s head, which must still hold round R's state (only the fuser writes `main`)."""
+    head = store.resolve(repo_id, "main")
+    state = read_state(store, repo_id, head)
+    if int(state["round"]) != base.round:
+        raise ValueError(f"{repo_id}@main holds round {state['round']}, not round {base.round}: main was changed "
+                         "by something other than the fuser; restore it to tag " + round_tag(base.round))
+    return head
+
+
+def _already_fused(store, repo_id: str, base: RoundBase) -> dict | None:
+    """The report of a round already fused (tagging the result when a crash left it untagged), else None."""
+    nxt = round_tag(base.round + 1)
+    tags = store.list_refs(repo_id)["tags"]
+    sha = tags.get(nxt) or store.resolve(repo_id, "main")
+    state = read_state(store, repo_id, sha)
+    if int(state["round"]) != base.round + 1:
+        return None
+    if state.get("parent_revision") != base.sha:
+        raise ValueError(f"{repo_id}@{sha[:12]} holds round {base.round + 1} fused from {state.get('parent_revision')}, "
+                         f"not from {round_tag(base.round)} ({base.sha}): the repository history is inconsistent")
+    status = "already-fused"
+    if nxt not in tags:  # the state commit landed, the tag did not (crash in between): finish the job
+        store.create_tag(repo_id, nxt, revision=sha, exist_ok=True)
+        status = "tagged"
+    return {"status": status, "round": base.round, "next_round": base.round + 1, "revision": sha,
+            "base_revision": base.sha, "accepted": state["contributions"], "rejected": state.get("rejected", []),
+            "weighting": state.get("weighting")}
+
+
+def _next_state(base: RoundBase, accepted: list[dict], rejected: list[dict], weighting: str) -> dict:
+    history = list(base.state.get("history", []))
+    history.append({"round": base.round, "revision": base.sha,
+                    "contributions": [row["ingredient"] for row in accepted]})
+    return {**{k: v for k, v in base.state.items() if k not in ("round", "round_anchor_spec")},
+            "round": base.round + 1, "round_anchor_spec": round_spec(base.state, base.round + 1).to_dict(),
+            "parent_revision": base.sha, "contributions": accepted, "rejected": rejected, "weighting": weighting,
+            "history": history, "hf_tna_version": __version__}
+
+
+def write_fused_base(base: RoundBase, folders: list[Path], weights: list[float], state: dict, out: Path,
+                     progress: bool = False) -> None:
+    """Average the bodies in `folders` tensor by tensor into `out`, with config/tokenizer files of the base,
+    the next round's `tna_config.json`, the state and the model card."""
+    from tqdm.auto import tqdm
+
+    from .soup import copy_side_files
+
+    out.mkdir(parents=True)
+    readers = [StreamingCheckpointReader(f) for f in folders]
+    next_spec = AnchorSpec.from_dict(state["round_anchor_spec"])
+    try:
+        with StreamingCheckpointReader(base.folder) as base_reader:
+            specs = {k: base_reader.specs()[k] for k in base_reader.keys()}
+        manifest = {}
+        uniform = len(set(weights)) == 1
+        with ShardedSafetensorsWriter(out, specs) as writer:
+            for key in tqdm(list(specs), desc="coldfuse", unit="tensor", disable=not progress):
+                tensor = average_tensors((r.get(key) for r in readers), None if uniform else weights)
+                if key in base.tna.manifest:
+                    layout = layout_from_manifest(key, base.tna.manifest[key])
+                    manifest[key] = manifest_entry(tensor, layout, next_spec)
+                writer.write(key, tensor)
+    finally:
+        for r in readers:
+            r.close()
+    copy_side_files(base.folder, out)
+    TNAFileConfig(next_spec, manifest, base.tna.base_model, None).save(out)
+    (out / STATE_NAME).write_bytes(_json(state))
+    (out / "README.md").write_text(model_card(base.repo_id, state))
+
+
+def model_card(repo_id: str, state: dict) -> str:
+    """README.md of a ColD fusion base: metadata (base_model, merge relation), contributions, anchors, history."""
+    import yaml
+
+    rows = state.get("contributions", [])
+    sources = sorted({r["ingredient"].split("@")[0] for r in rows} - {repo_id})
+    origin = state.get("base_model")
+    meta = {"base_model": ([origin] if origin else []) + sources or [repo_id], "base_model_relation": "merge",
+            "library_name": "transformers", "tags": ["hf_tna", "coldfuse", "tna-pfn", "merge"]}
+    spec = state["round_anchor_spec"]
+    lines = ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
+             f"# ColD fusion base, round {state['round']}", "",
+             f"Collaborative descent (ColD) fusion with hf_tna {state.get('hf_tna_version', '')}: each round, "
+             "contributors fine-tune this base on their own tasks and upload the body; the repository averages "
+             f"them ({state.get('weighting', 'uniform')} weights) into the next base. Round {state['round']} "
+             f"starts from this revision (tag `round-{state['round']}`).", ""]
+    if rows:
+        lines += [f"## Contributions fused into this base (round {state['round'] - 1}, parent "
+                  f"`{repo_id}@{state.get('parent_revision')}`)", "",
+                  "| contributor | task | labels | examples | weight | eval accuracy | ingredient |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            acc = (r.get("metrics") or {}).get("eval_accuracy")
+            lines.append(f"| {r['contributor']} | {r.get('task')} | {r.get('num_labels')} | {r.get('num_examples')} | "
+                         f"{r.get('weight', 0):.3f} | {'' if acc is None else f'{acc:.4f}'} | `{r['ingredient']}` |")
+        lines.append("")
+    if state.get("rejected"):
+        lines += ["## Rejected contributions", "", "| contributor | ingredient | reason |", "|---|---|---|"]
+        lines += [f"| {r['contributor']} | `{r['ingredient']}` | {r['reason'].replace('|', '/')} |"
+                  for r in state["rejected"]]
+        lines.append("")
+    lines += ["## Anchors", "", f"Fixed neuron anchors (TNA-PFN): ratio {spec['ratio']}, seed {spec['seed']}, "
+              f"granularity {spec['granularity']}, include {spec['include']}, exclude {spec['exclude']}, round "
+              f"{spec['round']} ({'re-drawn each round' if state.get('redraw_anchors') else 'same mask every round'}). "
+              "Contributions must keep these entries bitwise at this base's values; task heads are neither "
+              "anchored nor averaged.", ""]
+    if state.get("history"):
+        lines += ["## History", "", "| round | base revision | contributions |", "|---|---|---|"]
+        lines += [f"| {h['round']} | `{h['revision']}` | {', '.join(f'`{c}`' for c in h['contributions'])} |"
+                  for h in state["history"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def coldfuse_status(store, repo_id: str) -> dict:
+    """Latest round, its base revision, and the contribution branches waiting for it."""
+    round = latest_round(store, repo_id)
+    base = load_round_base(store, repo_id, round, download=False)
+    pending = gather_contributions(store, repo_id, round)
+    return {"repo_id": repo_id, "round": round, "revision": base.sha, "anchor_spec": base.spec.to_dict(),
+            "weighting": base.state.get("weighting"), "pending": [_record(p) for p in pending],
+            "history": base.state.get("history", [])}
+

@@ -1,0 +1,368 @@
+"""ColD fusion: initialise a base repository, contribute, and drive whole runs (`hf-tna coldfuse`).
+
+    hf-tna coldfuse init --store S --base org/base --model sentence-transformers/all-MiniLM-L6-v2 --anchor-ratio 0.4
+    hf-tna coldfuse contribute --store S --base org/base --contributor alice --task sentiment --train-data a.csv
+    hf-tna coldfuse fuse --store S --base org/base [--round R]
+    hf-tna coldfuse status --store S --base org/base
+    hf-tna coldfuse [run] --store S --base org/base --model M --task sentiment=a.csv --task topic=b.csv --rounds 3
+
+`--store` is `hub` (the Hub at HF_ENDPOINT, the default), a Hub-compatible URL, or a local folder
+(`hf_tna.store.LocalStore`). The repository layout and the fuser's checks are in `hf_tna.coldfuse`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from .anchors import GRANULARITIES, AnchorSpec, TNAFileConfig, build_layouts, manifest_entry
+from .coldfuse import (
+    CONTRIBUTION_NAME,
+    STATE_FORMAT,
+    STATE_NAME,
+    WEIGHTINGS,
+    _json,
+    coldfuse_status,
+    contribution_branch,
+    fuse_round,
+    latest_round,
+    load_round_base,
+    model_card,
+    read_json_file,
+    read_state,
+    round_tag,
+)
+from .coldfuse_data import ContributionTraining, TaskData, load_task_file, train_contribution
+from .store import DEFAULT_BRANCH, StaleParentError, folder_files, open_store
+
+
+def _store(store):
+    return open_store(store) if store is None or isinstance(store, (str, Path)) else store
+
+
+def _commit_exact(store, repo_id: str, files: dict, message: str, branch: str, retries: int = 3) -> str:
+    """Make `branch` hold exactly `files` (plus `.gitattributes`), parent-pinned; retried when raced."""
+    for attempt in range(retries + 1):
+        head = store.resolve(repo_id, branch)
+        stale = [p for p in store.list_files(repo_id, head) if p not in files and p != ".gitattributes"]
+        try:
+            return store.commit(repo_id, files, message, revision=branch, parent_commit=head, delete=stale)
+        except StaleParentError:
+            if attempt == retries:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+# --------------------------------------------------------------------------------------------------
+# Initialising the base repository (round 0)
+# --------------------------------------------------------------------------------------------------
+def init_coldfuse(store, repo_id: str, model, tokenizer=None, anchor_spec: AnchorSpec | None = None,
+                  redraw_anchors: bool = False, weighting: str = "uniform", base_model: str | None = None) -> dict:
+    """Create the base repository with round 0's base: the body of `model` (a path, a Hub id or a
+    `PreTrainedModel`), its tokenizer, `tna_config.json`, `coldfuse_state.json` and card; tag `round-0`.
+
+    Idempotent: a repository already initialised with the same settings is left as it is.
+    """
+    store = _store(store)
+    spec = (anchor_spec or AnchorSpec()).for_round(0) if redraw_anchors else (anchor_spec or AnchorSpec())
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    settings = {"anchor_spec": spec.to_dict(), "redraw_anchors": bool(redraw_anchors), "weighting": weighting}
+    store.create_repo(repo_id, exist_ok=True)
+    tags = store.list_refs(repo_id)["tags"]
+    head = store.resolve(repo_id, DEFAULT_BRANCH)
+    existing = read_json_file(store, repo_id, STATE_NAME, tags.get(round_tag(0), head))
+    if existing is not None:
+        differ = {k: (existing.get(k), v) for k, v in settings.items() if existing.get(k) != v}
+        if differ:
+            raise ValueError(f"{repo_id} is already a ColD fusion base with other settings {differ} (theirs, yours); "
+                             "use another repository or the existing settings")
+        if round_tag(0) not in tags:
+            store.create_tag(repo_id, round_tag(0), revision=head, exist_ok=True)
+        return {"status": "exists", "repo_id": repo_id, "revision": store.resolve(repo_id, round_tag(0))}
+    body, tokenizer, origin = _load_body(model, tokenizer)
+    origin = base_model or origin
+    state = {"format": STATE_FORMAT, "round": 0, **settings, "round_anchor_spec": spec.to_dict(),
+             "base_model": origin, "parent_revision": None, "contributions": [], "rejected": [], "history": []}
+    with tempfile.TemporaryDirectory(prefix="coldfuse-init-") as tmp:
+        out = Path(tmp)
+        body.save_pretrained(out)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
+        manifest = {layout.name: manifest_entry(p, layout, spec) for layout, p in build_layouts(body, spec)}
+        TNAFileConfig(spec, manifest, origin, None).save(out)
+        (out / STATE_NAME).write_bytes(_json(state))
+        (out / "README.md").write_text(model_card(repo_id, state))
+        sha = _commit_exact(store, repo_id, folder_files(out), "ColD fusion: base of round 0", DEFAULT_BRANCH, 0)
+    store.create_tag(repo_id, round_tag(0), revision=sha, exist_ok=True)
+    return {"status": "created", "repo_id": repo_id, "revision": sha}
+
+
+def _load_body(model, tokenizer):
+    """(body model, tokenizer, origin name): a task model's `base_model`, or `AutoModel` of a path/Hub id."""
+    if isinstance(model, (str, Path)):
+        from transformers import AutoModel, AutoTokenizer
+
+        body = AutoModel.from_pretrained(str(model))
+        if tokenizer is None:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(model))
+            except (OSError, ValueError):
+                tokenizer = None
+        origin = str(model) if not Path(str(model)).exists() else None
+        return body, tokenizer, origin
+    body = getattr(model, "base_model", model)
+    return body, tokenizer, None
+
+
+# --------------------------------------------------------------------------------------------------
+# Contributing
+# --------------------------------------------------------------------------------------------------
+def publish_contribution(store, repo_id: str, round: int, contributor: str, folder, metadata: dict,
+                         contrib_repo: str | None = None, head_folder=None) -> dict:
+    """Upload a body folder and its `coldfuse_contribution.json` to branch `contrib/round-R/<contributor>`.
+
+    The branch lives in the base repository (created from the round's base commit) or in the
+    contributor's own `contrib_repo`. Only this contributor writes it; a re-upload replaces its files.
+    """
+    store = _store(store)
+    branch = contribution_branch(round, contributor)
+    repo = contrib_repo or repo_id
+    if repo != repo_id:
+        store.create_repo(repo, exist_ok=True)
+    if branch not in store.list_refs(repo)["branches"]:
+        start = metadata.get("base_revision") if repo == repo_id else None
+        store.create_branch(repo, branch, revision=start, exist_ok=True)
+    files = dict(folder_files(folder))
+    if head_folder is not None:
+        files.update({f"head/{p}": src for p, src in folder_files(head_folder).items()})
+    files[CONTRIBUTION_NAME] = _json(metadata)
+    sha = _commit_exact(store, repo, files, f"ColD fusion round {round}: contribution of {contributor} "
+                        f"({metadata.get('task')})", branch)
+    return {"repo": repo, "ref": branch, "sha": sha, "ingredient": f"{repo}@{sha}"}
+
+
+def find_contribution(store, repo: str, round: int, contributor: str) -> dict | None:
+    """The metadata (with its sha) already on a contributor's branch, or None."""
+    branch = contribution_branch(round, contributor)
+    sha = store.list_refs(repo)["branches"].get(branch)
+    meta = read_json_file(store, repo, CONTRIBUTION_NAME, sha) if sha else None
+    return {**meta, "sha": sha} if meta else None
+
+
+def contribute(store, repo_id: str, task: TaskData, contributor: str | None = None, round: int | None = None,
+               training: ContributionTraining | None = None, contrib_repo: str | None = None,
+               upload_head: bool = False, overwrite: bool = False, work_dir=None) -> dict:
+    """Fine-tune round R's base on `task` (TNATrainer, the round's anchors on the body, a fresh head) and
+    publish the body with its metadata. Skipped (status "exists") when this contributor already published
+    a contribution from this round's base revision, unless `overwrite`."""
+    store = _store(store)
+    training = training or ContributionTraining()
+    contributor = contributor or task.name
+    round = latest_round(store, repo_id) if round is None else int(round)
+    if round_tag(round + 1) in store.list_refs(repo_id)["tags"]:
+        raise ValueError(f"round {round} of {repo_id} is closed (fused into {round_tag(round + 1)}); contribute "
+                         f"to the latest round, {latest_round(store, repo_id)}")
+    base = load_round_base(store, repo_id, round, download=False)
+    done = find_contribution(store, contrib_repo or repo_id, round, contributor)
+    if done and done.get("base_revision") == base.sha and not overwrite:
+        return {"status": "exists", "repo": contrib_repo or repo_id, "ref": contribution_branch(round, contributor),
+                "sha": done["sha"], "metrics": done.get("metrics"), "round": round}
+    base = load_round_base(store, repo_id, round)
+    work = Path(tempfile.mkdtemp(prefix=f"coldfuse-{contributor}-", dir=work_dir))
+    try:
+        result = train_contribution(base.folder, task, base.spec, work, training, round, repo_id, base.sha)
+        head_folder = None
+        if upload_head:
+            from safetensors.torch import save_file
+
+            head_folder = work / "head"
+            head_folder.mkdir()
+            save_file({k: v.contiguous() for k, v in result["head"].items()}, str(head_folder / "model.safetensors"))
+        metadata = {"format": STATE_FORMAT, "base_repo": repo_id, "base_revision": base.sha, "round": round,
+                    "contributor": contributor, "task": task.name, "num_labels": len(result["labels"]),
+                    "labels": result["labels"], "num_examples": result["num_examples"], "metrics": result["metrics"],
+                    "anchor_spec": base.spec.to_dict(), "training": training.to_dict(), "head_uploaded": upload_head}
+        published = publish_contribution(store, repo_id, round, contributor, result["folder"], metadata,
+                                         contrib_repo, head_folder)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {"status": "published", **published, "metrics": result["metrics"], "round": round}
+
+
+# --------------------------------------------------------------------------------------------------
+# A whole run in one process
+# --------------------------------------------------------------------------------------------------
+def run_coldfuse(store, repo_id: str, model, contributors, rounds: int = 3, anchor_spec: AnchorSpec | None = None,
+                 redraw_anchors: bool = False, weighting: str = "uniform", training: ContributionTraining | None = None,
+                 tokenizer=None, base_model: str | None = None, min_contributions: int = 1, callback=None,
+                 work_dir=None) -> dict:
+    """Drive `rounds` rounds of ColD fusion in one process: initialise the base repository (or reuse it),
+    then each round let every contributor contribute and fuse. Resumable: rounds already fused and
+    contributions already published are skipped, so re-running after a crash finishes the run.
+
+    `contributors`: a dict ``name -> TaskData`` (or a list of `TaskData`, named after their tasks).
+    `callback(event, info)` is called after each contribution ("contributed") and fusion ("fused").
+    Returns ``{"repo_id", "revision" (the last base), "rounds": [fuse reports], "contributions": [...]}``.
+    """
+    store = _store(store)
+    if not isinstance(contributors, dict):
+        contributors = {t.name: t for t in contributors}
+    if not contributors:
+        raise ValueError("run_coldfuse needs at least one contributor")
+    init_coldfuse(store, repo_id, model, tokenizer, anchor_spec, redraw_anchors, weighting, base_model)
+    reports, contributions = [], []
+    for r in range(rounds):
+        if round_tag(r + 1) not in store.list_refs(repo_id)["tags"]:
+            for name, task in contributors.items():
+                result = contribute(store, repo_id, task, name, r, training, work_dir=work_dir)
+                contributions.append({"contributor": name, **result})
+                if callback is not None:
+                    callback("contributed", {"round": r, "contributor": name, **result})
+        report = fuse_round(store, repo_id, r, min_contributions=min_contributions)
+        reports.append(report)
+        if callback is not None:
+            callback("fused", report)
+    return {"repo_id": repo_id, "revision": store.resolve(repo_id, round_tag(rounds)), "rounds": reports,
+            "contributions": contributions}
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+def _common(p, round_arg=True):
+    p.add_argument("--store", default="hub", help="hub (HF_ENDPOINT), a Hub-compatible URL, or a local store folder")
+    p.add_argument("--base", required=True, metavar="REPO", help="the ColD fusion base repository, org/name")
+    if round_arg:
+        p.add_argument("--round", type=int, default=None, help="round number (default: the latest round)")
+
+
+def _anchor_args(p):
+    p.add_argument("--anchor-ratio", type=float, default=0.4, help="fraction of body entries anchored; 0: vanilla")
+    p.add_argument("--anchor-seed", type=int, default=0, help="seed of the anchor mask")
+    p.add_argument("--anchor-granularity", default="element", choices=list(GRANULARITIES))
+    p.add_argument("--anchor-include", nargs="+", default=None, help="regex patterns of body tensors to anchor")
+    p.add_argument("--anchor-exclude", nargs="+", default=None, help="regex patterns of body tensors never anchored")
+    p.add_argument("--redraw-anchors", action="store_true", help="re-draw the mask each round (seed and round)")
+    p.add_argument("--weighting", default="uniform", choices=list(WEIGHTINGS), help="average uniformly or by examples")
+    p.add_argument("--base-model-id", default=None, help="Hub id of the pretrained model, for the model card")
+
+
+def _training_args(p):
+    for f in fields(ContributionTraining):
+        kind = {"int | None": int, "int": int, "float": float}[str(f.type)]
+        p.add_argument("--" + f.name.replace("_", "-"), type=kind, default=f.default, help=f.metadata["help"])
+
+
+def _task_args(p):
+    p.add_argument("--text-column", default="text")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--eval-fraction", type=float, default=0.2, help="held out of --train-data without --eval-data")
+
+
+def _spec(args) -> AnchorSpec:
+    return AnchorSpec(ratio=args.anchor_ratio, seed=args.anchor_seed, granularity=args.anchor_granularity,
+                      include=args.anchor_include, exclude=args.anchor_exclude)
+
+
+def _print(report) -> int:
+    print(json.dumps(report, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def add_parser(subparsers):
+    parser = subparsers.add_parser(
+        "coldfuse", help="ColD fusion through a Hub repository: init, contribute, fuse, status, run",
+        description="Iterative ColD fusion with fixed neuron anchors. Without a sub-command: `run` (a whole "
+        "multi-round run in one process).")
+    _run_args(parser)
+    sub = parser.add_subparsers(dest="coldfuse_command", metavar="ACTION")
+    p = sub.add_parser("init", help="create the base repository with round 0's base")
+    _common(p, round_arg=False)
+    p.add_argument("--model", required=True, help="pretrained model: a folder or a Hub id")
+    _anchor_args(p)
+    p.set_defaults(func=_run_init)
+    p = sub.add_parser("contribute", help="fine-tune the round's base on a task and publish the body")
+    _common(p)
+    p.add_argument("--contributor", required=True, help="your name: your branch is contrib/round-R/<name>")
+    p.add_argument("--task", required=True, help="task name (recorded)")
+    p.add_argument("--train-data", required=True, help="csv/json/parquet file or save_to_disk folder")
+    p.add_argument("--eval-data", default=None, help="evaluation rows (default: a split of --train-data)")
+    _task_args(p)
+    _training_args(p)
+    p.add_argument("--contrib-repo", default=None, help="publish in this repo of yours instead of the base repo")
+    p.add_argument("--upload-head", action="store_true", help="also upload the task head (under head/)")
+    p.add_argument("--overwrite", action="store_true", help="replace a contribution already published this round")
+    p.set_defaults(func=_run_contribute)
+    p = sub.add_parser("fuse", help="validate and average the round's contributions into the next base")
+    _common(p)
+    p.add_argument("--contribution", action="append", default=[], metavar="REPO@REF",
+                   help="a contribution outside the base repo (repeatable)")
+    p.add_argument("--weighting", default=None, choices=list(WEIGHTINGS), help="default: the repository's")
+    p.add_argument("--min-contributions", type=int, default=1)
+    p.set_defaults(func=_run_fuse)
+    p = sub.add_parser("status", help="latest round, its base revision and pending contributions")
+    _common(p, round_arg=False)
+    p.set_defaults(func=lambda a: _print(coldfuse_status(open_store(a.store), a.base)))
+    p = sub.add_parser("run", help="a whole run in one process (the default action)")
+    _run_args(p)
+    parser.set_defaults(func=_run_run)
+    return parser
+
+
+def _run_args(p):
+    p.add_argument("--store", default="hub", help="hub (HF_ENDPOINT), a Hub-compatible URL, or a local store folder")
+    p.add_argument("--base", metavar="REPO", help="the ColD fusion base repository, org/name")
+    p.add_argument("--model", help="pretrained model: a folder or a Hub id")
+    p.add_argument("--task", action="append", default=[], metavar="NAME=TRAIN[,EVAL]",
+                   help="a contributor's task (repeatable): name, training file and optional evaluation file")
+    p.add_argument("--rounds", type=int, default=3)
+    _task_args(p)
+    _anchor_args(p)
+    _training_args(p)
+    p.set_defaults(func=_run_run)
+
+
+def _run_init(args) -> int:
+    return _print(init_coldfuse(open_store(args.store), args.base, args.model, anchor_spec=_spec(args),
+                                redraw_anchors=args.redraw_anchors, weighting=args.weighting,
+                                base_model=args.base_model_id))
+
+
+def _run_contribute(args) -> int:
+    task = load_task_file(args.task, args.train_data, args.eval_data, args.text_column, args.label_column,
+                          args.eval_fraction, args.seed)
+    result = contribute(open_store(args.store), args.base, task, args.contributor, args.round,
+                        ContributionTraining.from_args(args), args.contrib_repo, args.upload_head, args.overwrite)
+    return _print(result)
+
+
+def _run_fuse(args) -> int:
+    return _print(fuse_round(open_store(args.store), args.base, args.round, args.contribution, args.weighting,
+                             args.min_contributions))
+
+
+def _run_run(args) -> int:
+    if not (args.base and args.model and args.task):
+        raise SystemExit("hf-tna coldfuse run needs --base, --model and at least one --task NAME=TRAIN[,EVAL]")
+    tasks = {}
+    for item in args.task:
+        name, sep, paths = item.partition("=")
+        if not sep or not paths:
+            raise SystemExit(f"--task {item!r}: write NAME=TRAIN_FILE[,EVAL_FILE]")
+        train, _, evaluation = paths.partition(",")
+        tasks[name] = load_task_file(name, train, evaluation or None, args.text_column, args.label_column,
+                                     args.eval_fraction, args.seed)
+    result = run_coldfuse(open_store(args.store), args.base, args.model, tasks, args.rounds, _spec(args),
+                          args.redraw_anchors, args.weighting, ContributionTraining.from_args(args),
+                          base_model=args.base_model_id)
+    return _print({"repo_id": result["repo_id"], "revision": result["revision"],
+                   "rounds": [{k: r[k] for k in ("round", "status", "revision", "accepted", "rejected")}
+                              for r in result["rounds"]]})
+
+
+__all__ = ["init_coldfuse", "publish_contribution", "contribute", "run_coldfuse", "read_state", "add_parser"]
