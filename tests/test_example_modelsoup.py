@@ -1,0 +1,169 @@
+"""examples/modelsoup: the smoke mode end to end (digits, 2 ingredients per set) and its real properties."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "modelsoup"
+sys.path.insert(0, str(EXAMPLE))
+
+import finetune  # noqa: E402
+import run_modelsoup  # noqa: E402
+import soup_data  # noqa: E402
+import soup_eval  # noqa: E402
+import soup_report  # noqa: E402
+
+REPO = "tests/modelsoup-smoke"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, hub_server):
+    work = tmp_path_factory.mktemp("modelsoup_smoke")
+    results = run_modelsoup.main(["--smoke", "--work_dir", str(work), "--push_to_hub", REPO])
+    return work, results
+
+
+def _tensors(folder):
+    return soup_eval.read_state_dict(folder)
+
+
+@pytest.mark.slow
+def test_results_table_has_every_row_and_files(run):
+    work, results = run
+    k = len(results["sets"]["anchored"]["ingredients"])
+    assert k == 2 and len(results["sets"]["vanilla"]["ingredients"]) == k
+    table = soup_report.markdown_table(results)
+    lines = table.splitlines()[2:]
+    names = [line.split("|")[1].strip() for line in lines]
+    assert names == [f"ingredient {i}" for i in range(k)] + [
+        "mean of ingredients",
+        "best ingredient (by held-out)",
+        "uniform soup",
+        "greedy soup",
+        "base (start of every ingredient)",
+    ]
+    for line in lines:  # 4 numeric cells per row: anchored/vanilla x held-out/test
+        cells = [c.strip() for c in line.split("|")[3:7]]
+        assert all(float(c.split()[0]) >= 0 for c in cells), line
+    for name in ("results.json", "results.md", "modelsoup.png"):
+        assert (work / name).stat().st_size > 0
+    saved = json.loads((work / "results.json").read_text())
+    assert saved["sizes"] == {"pretrain": 619, "finetune": 619, "val": 200, "test": 359}
+    # same hyperparameters in both sets, distinct ones across ingredients
+    hps = [ing["hyperparameters"] for ing in saved["sets"]["anchored"]["ingredients"]]
+    assert hps == [ing["hyperparameters"] for ing in saved["sets"]["vanilla"]["ingredients"]]
+    assert hps[0] != hps[1]
+
+
+@pytest.mark.slow
+def test_anchored_ingredients_keep_anchors_vanilla_ones_do_not(run):
+    from hf_tna.anchors import TNAFileConfig
+    from hf_tna.verify import verify_anchors
+
+    work, results = run
+    base = work / "base"
+    for ing in results["sets"]["anchored"]["ingredients"]:
+        report = verify_anchors(ing["folder"], base)
+        assert report["intact"] and report["num_anchored"] > 0
+        assert not torch.equal(_tensors(ing["folder"])["classifier.weight"], _tensors(base)["classifier.weight"])
+    config = TNAFileConfig.load(results["sets"]["anchored"]["ingredients"][0]["folder"])
+    assert any("classifier" in name for name in config.manifest)  # the head is anchored too
+    for ing in results["sets"]["vanilla"]["ingredients"]:
+        assert not (Path(ing["folder"]) / "tna_config.json").exists()
+        assert verify_anchors(ing["folder"], base, config=config)["fraction_intact"] < 0.05
+
+
+@pytest.mark.slow
+def test_uniform_soup_of_anchored_ingredients_keeps_anchors_bitwise(run):
+    from hf_tna.anchors import TNAFileConfig, anchor_mask
+
+    work, results = run
+    soup = Path(results["sets"]["anchored"]["uniform"]["folder"])
+    config = TNAFileConfig.load(soup)
+    soup_t, base_t = _tensors(soup), _tensors(work / "base")
+    moved = 0
+    for layout in config.layouts():
+        mask = anchor_mask(layout, config.spec)
+        a, b = soup_t[layout.name], base_t[layout.name]
+        assert torch.equal(a[mask].view(torch.int32), b[mask].view(torch.int32)), layout.name
+        moved += int((a[~mask] != b[~mask]).sum())
+    assert moved > 0
+    assert results["sets"]["anchored"]["uniform"]["anchors"]["intact"]
+    assert results["sets"]["anchored"]["greedy"]["anchors"]["intact"]
+
+
+@pytest.mark.slow
+def test_greedy_soup_held_out_at_least_best_ingredient(run):
+    _, results = run
+    for name in ("anchored", "vanilla"):
+        s = results["sets"][name]
+        assert s["greedy"]["val_acc"] >= max(ing["val_acc"] for ing in s["ingredients"]) == s["best"]["val_acc"]
+        assert s["greedy"]["kept"][0] == s["best"]["index"]
+
+
+@pytest.mark.slow
+def test_soup_pushed_through_store(run, hub_store):
+    _, results = run
+    assert results["hub"]["repo_id"] == REPO
+    files = hub_store.list_files(REPO)
+    assert {"model.safetensors", "tna_config.json", "fusion_recipe.yaml", "README.md", "config.json"} <= set(files)
+
+
+def test_torch_evaluator_matches_hf_evaluator_and_backends_give_same_batches(tmp_path):
+    from tests.common import build_tiny_vit
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(40, 8, 8), dtype=np.uint8)
+    labels = rng.integers(0, 3, size=40)
+    collator = soup_data.ImageCollator(8, 1, "shift", seed=3)
+    rows_hf = soup_data.build_dataset(images, labels, "datasets").__getitems__(list(range(40)))
+    rows_torch = [soup_data.build_dataset(images, labels, "torch")[i] for i in range(40)]
+    a, b = collator(rows_hf), soup_data.ImageCollator(8, 1, "shift", seed=3)(rows_torch)
+    assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["labels"], b["labels"])
+
+    build_tiny_vit(seed=0).save_pretrained(tmp_path / "vit")
+    hf = soup_eval.build_evaluator(tmp_path / "vit", images, labels, backend="hf", device="cpu", batch_size=16)
+    tv = soup_eval.build_evaluator(tmp_path / "vit", images, labels, backend="torch", device="cpu", batch_size=16)
+    state_dict = soup_eval.read_state_dict(tmp_path / "vit")
+    (l1, a1), (l2, a2) = hf(state_dict), tv(state_dict)
+    assert a1 == a2 and l1 == pytest.approx(l2, rel=1e-6)
+
+
+def test_augment_and_pixel_values():
+    images = torch.arange(2 * 28 * 28, dtype=torch.int64).remainder(256).to(torch.uint8).view(2, 28, 28)
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(soup_data.augment_images(images, "none", g), images)
+    shifted = soup_data.augment_images(images, "shift_flip", g)
+    assert shifted.shape == images.shape and shifted.dtype == torch.uint8
+    x = soup_data.to_pixel_values(images, 56, 3)
+    assert x.shape == (2, 3, 56, 56) and -1.0 <= float(x.min()) and float(x.max()) <= 1.0
+    assert torch.equal(soup_data.to_pixel_values(images, 28)[:, 0], images.float() / 127.5 - 1)
+
+
+def test_fashion_mnist_idx_files_parse():
+    try:
+        folder = soup_data.find_fashion_mnist()
+    except FileNotFoundError:
+        pytest.skip("dataset-fashion-mnist is not installed")
+    labels = soup_data.read_idx(folder / "t10k-labels-idx1-ubyte.gz")
+    assert labels.shape == (10000,) and set(np.unique(labels)) == set(range(10))
+
+
+def test_command_lines_help_and_validation():
+    for parser in (finetune.build_parser(), None):
+        with pytest.raises(SystemExit) as exc:
+            if parser is None:
+                run_modelsoup.parse_config(["--help"])
+            else:
+                parser.parse_args_into_dataclasses(args=["--help"])
+        assert exc.value.code == 0
+    cfg = run_modelsoup.parse_config(["--quick", "--num-ingredients", "3"])
+    assert cfg.data == "digits" and cfg.num_ingredients == 3 and cfg.launcher == "inprocess"
+    with pytest.raises(ValueError, match="multiple of vit_patch_size"):
+        finetune.FinetuneConfig(vit_image_size=28, vit_patch_size=5)
+    with pytest.raises(ValueError, match="not both"):
+        run_modelsoup.parse_config(["--quick", "--smoke"])
