@@ -141,7 +141,11 @@ def load_ingredient(source, index: int = 0, store=None, allow_pickle: bool = Fal
 
         store = open_store(store) if store is None or isinstance(store, str) else store
         repo_id, rev = parse_repo_ref(text)
-        folder, revision = store.download(repo_id, rev or "main")
+        try:
+            folder, revision = store.download(repo_id, rev or "main")
+        except (OSError, ValueError) as err:
+            raise ValueError(f"ingredient {index}: {text} is not a local folder, and {store!r} cannot give it: "
+                             f"{err}") from None
         folder = Path(folder)
     name = f"ingredient {index} ({text})"
     ing = Ingredient(name=name, source=text, revision=revision, folder=folder)
@@ -151,6 +155,8 @@ def load_ingredient(source, index: int = 0, store=None, allow_pickle: bool = Fal
         ing.tna = TNAFileConfig.load(folder)
     try:
         ing.reader = StreamingCheckpointReader(folder)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{name}: {err}") from None
     except ValueError as err:
         pickles = [n for n in PICKLE_WEIGHTS_NAMES if (folder / n).exists()]
         if not pickles or "pickle" not in str(err):

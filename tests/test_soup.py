@@ -320,3 +320,12 @@ def test_chunked_streaming_equals_whole_tensor_fusion(ckpts, tmp_path, monkeypat
     assert all(torch.equal(out[k], want[k]) for k in want)
     assert all(torch.equal(same[k], sds[0][k]) for k in want)
     assert all(torch.equal(mid[k], fusion.interpolate(sds[0], sds[1], 0.3)[k]) for k in want)
+
+
+def test_unknown_ingredient_named(ckpts, tmp_path, local_store):
+    with pytest.raises(ValueError, match=r"ingredient 1: nobody/nothing is not a local folder"):
+        build_soup([ckpts["bert0"], "nobody/nothing"], tmp_path / "soup", store=local_store, progress=False)
+    with pytest.raises(FileNotFoundError, match=r"ingredient 1 \(.*\): no safetensors weights"):
+        build_soup([ckpts["bert0"], tmp_path], tmp_path / "soup", progress=False)
+    with pytest.raises(FileNotFoundError, match="neither a folder nor a Hub repo id"):
+        build_soup(["./missing/x/y"], tmp_path / "soup", progress=False)
