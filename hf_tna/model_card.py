@@ -42,7 +42,8 @@ def load_recipe(path) -> dict:
 def model_card_text(recipe: dict, anchors: dict | None = None, scores: dict | None = None) -> str:
     """README.md text: YAML metadata (base_model list, tags, library_name) and a description."""
     models = recipe.get("models", [])
-    sources = [m["model"] for m in models if not str(m["model"]).startswith("<")]
+    sources = [str(m["model"]).partition("@")[0] if m.get("revision") else str(m["model"])
+               for m in models if not str(m["model"]).startswith("<")]
     library = "peft" if recipe.get("lora_mode") == "factors" else "transformers"
     meta = {"base_model": sources, "tags": TAGS, "library_name": library}
     method = recipe.get("merge_method", "uniform")

@@ -1,9 +1,10 @@
 """Model soups of real checkpoints: validated, streamed, written atomically with their recipe and card.
 
 Ingredients are checkpoint folders, Hub repo ids (``org/name`` or ``org/name@revision``, through
-`hf_tna.store`), in-memory models or state dicts. Folder ingredients are read one tensor at a time with
-plain file reads, and the soup is written tensor by tensor into planned shards, so memory holds a few
-tensors whatever the number of ingredients.
+`hf_tna.store`), in-memory models or state dicts. Uniform/weighted soups and interpolations stream
+every tensor in chunks (`CHUNK_ELEMENTS`) read with plain file reads into reused buffers and written
+straight into planned shards, so memory holds a few chunks whatever the number and size of the
+ingredients; greedy soups and LoRA merges work tensor by tensor.
 
 Everything that can be checked from headers and configs (architecture, key sets, shapes, dtypes, anchor
 spec, anchors intact) is checked before any output is made; values (NaN/inf) are checked as each tensor

@@ -299,6 +299,8 @@ def test_store_push_and_download_round_trip(ckpts, tmp_path, which, request):
     assert report["hub"]["revision"] == "exp"
     recipe = yaml.safe_load((tmp_path / "soup" / "fusion_recipe.yaml").read_text())
     assert [m["revision"] for m in recipe["models"]] == shas
+    meta = yaml.safe_load((tmp_path / "soup" / "README.md").read_text().split("---")[1])
+    assert meta["base_model"] == ["tna-org/bert0", "tna-org/bert1"]
     folder, sha = store.download("tna-org/soup", "exp")
     assert sha == report["hub"]["sha"]
     pulled, local = _tensors(folder), _tensors(tmp_path / "soup")
