@@ -8,6 +8,7 @@ element ranges into reusable buffers, so fusing N of them needs memory for a few
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -112,9 +113,13 @@ def checkpoint_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in state_dict.items()}
 
 
-def _read_json(path: Path) -> dict | None:
-    import json
+def _jsonable(value):
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return getattr(value, "value", str(value))  # enums such as PeftType, TaskType
 
+
+def _read_json(path: Path) -> dict | None:
     if not path.exists():
         return None
     try:
@@ -128,8 +133,14 @@ def load_ingredient(source, index: int = 0, store=None, allow_pickle: bool = Fal
     if isinstance(source, torch.nn.Module):
         tensors = checkpoint_state_dict(source)
         config = source.config.to_dict() if hasattr(source, "config") and hasattr(source.config, "to_dict") else None
-        return _from_tensors(f"model {index} ({type(source).__name__})", f"<in-memory {type(source).__name__}>",
-                             tensors, config)
+        ing = _from_tensors(f"model {index} ({type(source).__name__})", f"<in-memory {type(source).__name__}>",
+                            tensors, config)
+        peft_config = getattr(source, "peft_config", None)
+        if isinstance(peft_config, dict) and peft_config:  # a PeftModel: its saved-adapter tensors
+            adapter = getattr(source, "active_adapter", None) or next(iter(peft_config))
+            ing.adapter_config = json.loads(json.dumps(peft_config[adapter].to_dict(), default=_jsonable))
+            ing.config = None
+        return ing
     if isinstance(source, Mapping):
         return _from_tensors(f"state dict {index}", "<in-memory state dict>", dict(source), None)
     text = str(source)

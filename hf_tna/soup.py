@@ -15,6 +15,7 @@ run leaves no output folder. PEFT LoRA adapters: see `hf_tna.lora_soup`.
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 import shutil
 import uuid
@@ -179,6 +180,8 @@ def write_fused(
                 pending.result()
         torch.set_num_threads(threads)
         copy_side_files(template.folder, tmp, trust_remote_code)
+        if weights_name == ADAPTER_SAFE_WEIGHTS_NAME and not (tmp / "adapter_config.json").exists():
+            (tmp / "adapter_config.json").write_text(json.dumps(template.adapter_config, indent=2, sort_keys=True))
         soup_tna = None
         if anchors is not None:
             soup_tna = TNAFileConfig(anchors.spec, manifest, anchors.base_model, anchors.base_revision)

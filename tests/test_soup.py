@@ -224,6 +224,15 @@ def test_lora_adapters_souped_as_merged_updates(ckpts, tmp_path):
     assert (tmp_path / "factors" / "adapter_config.json").exists()
     with safe_open(str(tmp_path / "factors" / "adapter_model.safetensors"), "pt") as f:
         assert set(f.keys()) == set(_tensors(folders[0]))
+    from peft import PeftModel
+
+    in_memory = [PeftModel.from_pretrained(build_tiny_bert(seed=0), f) for f in folders]
+    build_soup(in_memory, tmp_path / "mem", base=ckpts["base"], progress=False)
+    mem = _tensors(tmp_path / "mem")
+    assert all(torch.allclose(mem[k], out[k], atol=1e-6) for k in out)
+    with pytest.warns(UserWarning, match="not the mean"):
+        build_soup(in_memory, tmp_path / "mem_factors", lora_mode="factors", progress=False)
+    assert json.loads((tmp_path / "mem_factors" / "adapter_config.json").read_text())["r"] == 2
 
 
 @pytest.mark.parametrize("command", ["soup", "interpolate", "barrier"])
