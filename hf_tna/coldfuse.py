@@ -28,7 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .anchors import CONFIG_NAME, AnchorSpec, TNAFileConfig, layout_from_manifest, manifest_entry
+from .anchors import (
+    CONFIG_NAME,
+    AnchorSpec,
+    TNAFileConfig,
+    anchor_mask,
+    anchored_units,
+    layout_from_manifest,
+    manifest_entry,
+)
 from .fusion import average_tensors, check_finite, check_tensor_specs
 from .io import ShardedSafetensorsWriter, StreamingCheckpointReader
 from .store import RevisionNotFoundError, StaleParentError, parse_repo_ref
@@ -175,9 +183,7 @@ def _architecture(folder: Path) -> tuple:
 
 
 def check_contribution_weights(folder: Path, name: str, base: RoundBase, base_specs: dict) -> None:
-    """Same architecture, tensors, shapes and dtypes as the base; finite values; anchors intact."""
-    from .verify import verify_anchors
-
+    """Same architecture, tensors, shapes and dtypes as the base, and finite values (anchors: `check_anchors`)."""
     ours, theirs = _architecture(base.folder), _architecture(folder)
     if ours != theirs:
         raise ContributionRejected(f"is a {theirs[0]} {list(theirs[1])}, the base a {ours[0]} {list(ours[1])}: "
@@ -198,13 +204,51 @@ def check_contribution_weights(folder: Path, name: str, base: RoundBase, base_sp
                 t = reader.get(key)
                 raise ContributionRejected(f"tensor {key!r} holds {int((~t.isfinite()).sum())} NaN/inf value(s): "
                                            "a diverged model is never averaged") from None
-    report = verify_anchors(folder, base.folder, spec=base.spec, config=base.tna)
-    if not report["intact"]:
-        key, t = next((k, t) for k, t in report["tensors"].items() if t.get("num_drifted"))
-        raise ContributionRejected(
-            f"{t['num_drifted']} anchored entries of tensor {key!r} drifted from the base (max |drift| "
-            f"{t['max_abs_drift']:.3g}; {1 - report['fraction_intact']:.2%} of all anchors): it was not "
-            f"fine-tuned with round {base.round}'s anchors")
+
+
+def _selector(layout, spec: AnchorSpec):
+    """A function picking the anchored entries of a tensor (the mask is drawn once)."""
+    if layout.unit_dim is None:
+        mask = anchor_mask(layout, spec)
+        return lambda t: t[mask]
+    units = anchored_units(layout, spec)
+    return lambda t: t.index_select(layout.unit_dim, units)
+
+
+def check_anchors(base: RoundBase, folders: dict[str, Path]) -> dict[str, str]:
+    """Reasons of the contributions (name -> folder) whose anchored entries differ from the base's.
+
+    Each tensor's mask is drawn once for all contributions (the draw costs more than the comparisons).
+    """
+    readers = {name: StreamingCheckpointReader(f) for name, f in folders.items()}
+    drifted: dict[str, list] = {name: [] for name in folders}
+    total = 0
+    try:
+        with StreamingCheckpointReader(base.folder) as base_reader:
+            for key, entry in sorted(base.tna.manifest.items()):
+                if not entry["num_anchored"] or not readers:
+                    continue
+                pick = _selector(layout_from_manifest(key, entry), base.spec)
+                reference = pick(base_reader.get(key))
+                total += reference.numel()
+                for name, reader in readers.items():
+                    values = pick(reader.get(key))
+                    bad = int((values != reference).sum())
+                    if bad:
+                        gap = float((values.double() - reference.double()).abs().nan_to_num(float("inf")).max())
+                        drifted[name].append((key, bad, gap))
+    finally:
+        for reader in readers.values():
+            reader.close()
+    reasons = {}
+    for name, rows in drifted.items():
+        if rows:
+            key, bad, gap = rows[0]
+            share = sum(r[1] for r in rows) / max(total, 1)
+            reasons[name] = (f"{bad} anchored entries of tensor {key!r} drifted from the base (max |drift| {gap:.3g}; "
+                             f"{len(rows)} tensor(s), {share:.2%} of all anchors): it was not fine-tuned with round "
+                             f"{base.round}'s anchors")
+    return reasons
 
 
 def _record(item: dict, meta: dict | None = None, **extra) -> dict:
@@ -239,7 +283,7 @@ def fuse_round(store, repo_id: str, round: int | None = None, extra_contribution
     base = load_round_base(store, repo_id, round)
     with StreamingCheckpointReader(base.folder) as reader:
         base_specs = reader.specs()
-    accepted, rejected = [], []
+    candidates, rejected = [], []
     for item in gather_contributions(store, repo_id, round, extra_contributions):
         name = f"contribution {item['contributor']} ({item['repo']}@{item['sha'][:12]})"
         meta = None
@@ -250,9 +294,13 @@ def fuse_round(store, repo_id: str, round: int | None = None, extra_contribution
             check_contribution_weights(Path(folder), name, base, base_specs)
         except (ContributionRejected, ValueError) as err:
             rejected.append(_record(item, meta, reason=str(err)))
-            print(f"coldfuse round {round}: rejected {name}: {err}")
             continue
-        accepted.append((_record(item, meta), Path(folder)))
+        candidates.append((name, _record(item, meta), Path(folder)))
+    drifted = check_anchors(base, {name: folder for name, _, folder in candidates})
+    rejected += [{**row, "reason": drifted[name]} for name, row, _ in candidates if name in drifted]
+    accepted = [(row, folder) for name, row, folder in candidates if name not in drifted]
+    for row in rejected:
+        print(f"coldfuse round {round}: rejected {row['contributor']} ({row['ingredient']}): {row['reason']}")
     if len(accepted) < max(1, min_contributions):
         why = "; ".join(f"{r['contributor']}: {r['reason']}" for r in rejected) or "none uploaded"
         raise ValueError(f"round {round} of {repo_id} has {len(accepted)} valid contribution(s), at least "
@@ -339,7 +387,9 @@ def write_fused_base(base: RoundBase, folders: list[Path], weights: list[float],
         with ShardedSafetensorsWriter(out, specs) as writer:
             for key in tqdm(list(specs), desc="coldfuse", unit="tensor", disable=not progress):
                 tensor = average_tensors((r.get(key) for r in readers), None if uniform else weights)
-                if key in base.tna.manifest:
+                if key in base.tna.manifest and next_spec == base.spec:
+                    manifest[key] = base.tna.manifest[key]  # same mask; the anchored values came through bitwise
+                elif key in base.tna.manifest:
                     layout = layout_from_manifest(key, base.tna.manifest[key])
                     manifest[key] = manifest_entry(tensor, layout, next_spec)
                 writer.write(key, tensor)

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -176,6 +177,8 @@ def contribute(store, repo_id: str, task: TaskData, contributor: str | None = No
     work = Path(tempfile.mkdtemp(prefix=f"coldfuse-{contributor}-", dir=work_dir))
     try:
         result = train_contribution(base.folder, task, base.spec, work, training, round, repo_id, base.sha)
+        if int(os.environ.get("RANK", "0")) != 0:  # under DDP every rank trains, the main process publishes
+            return {"status": "trained", "metrics": result["metrics"], "round": round}
         head_folder = None
         if upload_head:
             from safetensors.torch import save_file
