@@ -46,7 +46,7 @@ COPIED_FILES = (
     "*.tiktoken", "chat_template.*", "adapter_config.json",
 )
 METHODS = ("uniform", "weighted", "greedy")
-CHUNK_ELEMENTS = 1 << 22  # 16 MB of float32 per read buffer
+CHUNK_ELEMENTS = 1 << 18  # 1 MB of float32 per buffer: the working set stays in cache
 
 
 # --------------------------------------------------------------------------------------------------
