@@ -12,6 +12,7 @@ and on CPU the peak RSS of one child process per variant (`--rss`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import statistics
@@ -104,7 +105,8 @@ def run_variant(model_name: str, variant: str, steps: int, warmup: int, device: 
         trainer = TNATrainer(model=model, args=args, train_dataset=data, callbacks=[timer], anchor_spec=spec)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    trainer.train()
+    with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its metrics; stdout is for the JSON
+        trainer.train()
     result = {"times": timer.times[warmup:]}
     if spec is not None:
         result["anchor_ops_s"] = time_anchor_ops(trainer.anchored_optimizer, model, device)
