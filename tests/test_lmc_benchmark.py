@@ -81,3 +81,19 @@ def test_help_and_bad_args(lmc):
         lmc.parse_config(lmc.build_parser().parse_args(["--ratios", "0.2,0.4"]))
     with pytest.raises(ValueError, match="unknown model"):
         lmc.parse_config(lmc.build_parser().parse_args(["--models", "resnet"]))
+
+
+def test_merge_runs(tiny_run, lmc, tmp_path):
+    summary, out = tiny_run
+    args = summary["command"].split()[2:]
+    args = [a for a in args if a != str(out)]
+    args = [a for a in args if a != "--out-dir"]
+    merged = lmc.main(args + ["--seeds", "0", "--merge", str(out / "lmc.json"), "--out-dir", str(tmp_path)])
+    assert merged["seeds"] == [0, 1]
+    assert [e["acc_barrier"] for e in merged["results"]] == [e["acc_barrier"] for e in summary["results"]]
+    assert "merged by `python benchmarks/lmc.py" in (tmp_path / "lmc.md").read_text()
+    with pytest.raises(ValueError, match="train_size"):
+        lmc.main(
+            args
+            + ["--train-size", "512", "--seeds", "0", "--merge", str(out / "lmc.json"), "--out-dir", str(tmp_path)]
+        )
