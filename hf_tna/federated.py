@@ -190,6 +190,7 @@ class AnchoredStrategy(Strategy):
         self.compact_upload = bool(compact_upload)
         self.history: list[dict] = []
         self._global: dict[str, np.ndarray] = {}
+        self._full_nbytes = 0
         self._masks: dict[str, np.ndarray] = {}
         self._masks_spec: AnchorSpec | None = None
         self._initial_anchors: dict[str, np.ndarray] | None = None  # FedPFN: anchor values at round 1
@@ -203,6 +204,15 @@ class AnchoredStrategy(Strategy):
         log(INFO, "\t│\t├── anchor spec: %s", self.spec.to_dict())
         log(INFO, "\t│\t└── anchored tensors: %d, compact upload: %s", len(self.layouts), self.compact_upload)
         self.strategy.summary()
+
+    def start(self, grid: Grid, initial_arrays: ArrayRecord, *args, **kwargs):
+        """Flower's round loop (`Strategy.start`), after forgetting the anchors and history of a previous run.
+
+        The inner strategy's own state (FedAvgM momentum, FedAdam moments) is not reset: Flower keeps it across
+        `start()` calls, so give each run a fresh inner strategy when it has state.
+        """
+        self._initial_anchors, self._masks_spec, self.history = None, None, []
+        return super().start(grid, initial_arrays, *args, **kwargs)
 
     # --- training ---
     def masks_for_round(self, server_round: int) -> dict[str, np.ndarray]:
@@ -230,6 +240,7 @@ class AnchoredStrategy(Strategy):
         if not self.enabled:
             return self.strategy.configure_train(server_round, arrays, config, grid)
         self._global = {key: arr.numpy() for key, arr in arrays.items()}
+        self._full_nbytes = record_nbytes(arrays)
         self._check_layouts(self._global)
         masks = self.masks_for_round(server_round)
         if self.mode == "fedpfn" and self._initial_anchors is None:
@@ -272,7 +283,7 @@ class AnchoredStrategy(Strategy):
         for msg in valid:
             for rkey in list(msg.content.array_records):
                 msg.content[rkey] = self.expand_reply(msg.content[rkey])
-        full_one = sum(len(Array(v).data) for v in self._global.values())
+        full_one = self._full_nbytes
         self.history.append(
             {
                 "round": server_round,

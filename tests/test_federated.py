@@ -27,6 +27,7 @@ from hf_tna.federated import (  # noqa: E402
 from hf_tna.federated_client import load_arrays, run_local_training, run_train_message  # noqa: E402
 from tests.common import build_mlp as _build_mlp  # noqa: E402
 
+torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = AnchorSpec(ratio=0.4, seed=3)
 SIZES = (24, 40, 16)  # unequal client sizes: weighted averages with non-trivial weights
@@ -53,6 +54,11 @@ class FakeGrid:
 
     def get_node_ids(self):
         return self.nodes
+
+    def send_and_receive(self, messages, timeout=None):
+        """In-process 'clients' for Strategy.start: each message is trained on by a client_reply."""
+        messages = sorted(messages, key=lambda m: m.metadata.dst_node_id)
+        return [client_reply(m, seed=7 * i + len(messages), n=SIZES[i % len(SIZES)]) for i, m in enumerate(messages)]
 
 
 def to_record(model) -> ArrayRecord:
@@ -219,6 +225,26 @@ def test_fedpnu_under_server_momentum_moves_anchored_entries_across_rounds():
     _, _, (arrays, _) = run_round(strategy, arrays, 2)
     after = numpy_of(arrays)
     assert any(not np.array_equal(after[k][m], before[k][m]) for k, m in masks.items())
+
+
+def test_start_runs_flowers_round_loop_and_resets_between_runs():
+    """Strategy.start (Flower's own loop) through the wrapper, twice on one object with different initial models."""
+    model_a, model_b = build_mlp(seed=1), build_mlp(seed=2)
+    strategy = AnchoredStrategy(FedProx(proximal_mu=0.1), SPEC, anchor_layouts(model_a, SPEC), mode="fedpfn")
+    masks = anchor_masks(strategy.layouts, SPEC)
+    for model in (model_a, model_b):
+        initial = to_record(model)
+        result = strategy.start(FakeGrid(3), initial, num_rounds=2, evaluate_fn=lambda r, a: MetricRecord({"r": r}))
+        final, start = numpy_of(result.arrays), numpy_of(initial)
+        for key, mask in masks.items():
+            assert np.array_equal(final[key][mask], start[key][mask])
+            assert not np.array_equal(final[key][~mask], start[key][~mask])
+        assert [h["round"] for h in strategy.history] == [1, 2]
+        assert sorted(result.train_metrics_clientapp) == [1, 2]
+        assert (
+            result.train_metrics_clientapp[2]["tna-upload-bytes"]
+            < result.train_metrics_clientapp[2]["tna-upload-bytes-full"]
+        )
 
 
 # --------------------------------------------------------------------------------------------------
