@@ -27,16 +27,17 @@ from .coldfuse import (
     STATE_NAME,
     WEIGHTINGS,
     _json,
-    coldfuse_status,
+    _record,
     contribution_branch,
     fuse_round,
+    gather_contributions,
     latest_round,
     load_round_base,
-    model_card,
     read_json_file,
     read_state,
     round_tag,
 )
+from .coldfuse_card import model_card
 from .coldfuse_data import ContributionTraining, TaskData, load_task_file, train_contribution
 from .store import DEFAULT_BRANCH, StaleParentError, folder_files, open_store
 
@@ -232,6 +233,16 @@ def run_coldfuse(store, repo_id: str, model, contributors, rounds: int = 3, anch
             callback("fused", report)
     return {"repo_id": repo_id, "revision": store.resolve(repo_id, round_tag(rounds)), "rounds": reports,
             "contributions": contributions}
+
+
+def coldfuse_status(store, repo_id: str) -> dict:
+    """Latest round, its base revision, and the contribution branches waiting for it."""
+    round = latest_round(store, repo_id)
+    base = load_round_base(store, repo_id, round, download=False)
+    pending = gather_contributions(store, repo_id, round)
+    return {"repo_id": repo_id, "round": round, "revision": base.sha, "anchor_spec": base.spec.to_dict(),
+            "weighting": base.state.get("weighting"), "pending": [_record(p) for p in pending],
+            "history": base.state.get("history", [])}
 
 
 # --------------------------------------------------------------------------------------------------

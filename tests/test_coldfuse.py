@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -255,7 +256,8 @@ def test_concurrent_contributions_all_land(store, repo_id, tmp_path):
     def push(name):
         try:
             barrier.wait()
-            publish_contribution(store, repo_id, 0, name, folders[name][0], folders[name][1])
+            own = f"{repo_id}-{name}" if name == "carol" else None  # carol publishes in a repository of her own
+            publish_contribution(store, repo_id, 0, name, folders[name][0], folders[name][1], contrib_repo=own)
         except Exception as err:  # noqa: BLE001 - reported below
             errors.append(err)
 
@@ -265,9 +267,11 @@ def test_concurrent_contributions_all_land(store, repo_id, tmp_path):
     for t in threads:
         t.join()
     assert errors == []
-    report = fuse_round(store, repo_id, 0)
+    report = fuse_round(store, repo_id, 0, extra_contributions=[f"{repo_id}-carol@contrib/round-0/carol"])
     assert sorted(r["contributor"] for r in report["accepted"]) == ["alice", "bob", "carol"]
     assert report["rejected"] == []
+    carol = store.resolve(f"{repo_id}-carol", "contrib/round-0/carol")
+    assert f"{repo_id}-carol@{carol}" in {r["ingredient"] for r in report["accepted"]}
 
 
 def _tiny_text_model(folder: Path) -> Path:
@@ -321,10 +325,15 @@ def test_example_quick_mode(hub_server, tmp_path):
     against the loopback Hub test server."""
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "examples/coldfuse/run_coldfuse.py"), "--quick",
-                           "--store", hub_server, "--output-dir", str(out)], env=env, capture_output=True, text=True,
-                          timeout=400)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "examples/coldfuse/run_coldfuse.py"), "--quick",
+                             "--store", hub_server, "--output-dir", str(out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=560)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the contributors too: they are in the same session
+        stdout, stderr = proc.communicate()
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-5000:]
     results = json.loads((out / "results.json").read_text())
     assert results["settings"]["quick"] is True
     assert {row["model"] for row in results["final"]} == {"pretrained", "vanilla", "tna"}
