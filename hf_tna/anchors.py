@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -281,6 +282,8 @@ def _checkpoint_names(model: torch.nn.Module) -> tuple[dict[int, str], dict[int,
     if getattr(model, "peft_config", None) is not None and hasattr(model, "active_adapter"):
         return _peft_checkpoint_names(model, named), {}
     plain = {id(p): strip_wrapper_prefixes(n) for n, p in named.items()}
+    if "transformers" not in sys.modules:  # then it cannot be a PreTrainedModel: skip a costly import
+        return plain, {}
     try:
         from transformers import PreTrainedModel
         from transformers.core_model_loading import revert_weight_conversion
