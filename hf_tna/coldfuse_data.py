@@ -230,6 +230,9 @@ def train_contribution(base_folder, task: TaskData, spec: AnchorSpec, output_dir
     trainer = _trainer_class()(model=model, args=args, train_dataset=_encode(train_rows, tokenizer, training.max_length),
                                eval_dataset=_encode(eval_rows, tokenizer, training.max_length),
                                data_collator=collator, compute_metrics=_accuracy)
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # keep stdout for the command line's JSON report
     result = trainer.train()
     metrics = {"train_loss": float(result.training_loss), "train_steps": int(result.global_step)}
     if eval_rows:

@@ -308,6 +308,13 @@ def test_cli_init_contribute_fuse_status(tmp_path, capsys):
     assert report["accepted"][0]["metrics"]["eval_examples"] == 5
     assert cli.main(["coldfuse", "fuse", "--store", store, "--base", base, "--round", "0"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "already-fused"
+    for argv in (["coldfuse"], ["coldfuse", "run"]):  # a whole run; `run` is the default action
+        other = f"coldfuse/cli-{len(argv)}"
+        assert cli.main([*argv, "--store", store, "--base", other, "--model", str(model), "--rounds", "1",
+                         "--task", f"polarity={tmp_path / 'train.csv'}", "--task", f"mood={tmp_path / 'train.csv'}",
+                         "--max-steps", "1", "--batch-size", "4", "--max-length", "8"]) == 0
+        run = json.loads(capsys.readouterr().out)
+        assert run["rounds"][0]["status"] == "fused" and len(run["rounds"][0]["accepted"]) == 2
 
 
 @pytest.mark.parametrize("argv", [["coldfuse"], ["coldfuse", "run"], ["coldfuse", "init"], ["coldfuse", "contribute"],
