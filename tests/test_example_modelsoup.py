@@ -23,7 +23,9 @@ REPO = "tests/modelsoup-smoke"
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, hub_server):
     work = tmp_path_factory.mktemp("modelsoup_smoke")
-    results = run_modelsoup.main(["--smoke", "--work_dir", str(work), "--push_to_hub", REPO])
+    # 3 ingredient pairs drawn, but a spent time budget stops after the minimum of 2 pairs
+    argv = ["--smoke", "--num_ingredients", "3", "--ingredient_time_budget_s", "0", "--work_dir", str(work)]
+    results = run_modelsoup.main(argv + ["--push_to_hub", REPO])
     return work, results
 
 
@@ -49,6 +51,7 @@ def test_results_table_has_every_row_and_files(run):
     for line in lines:  # 4 numeric cells per row: anchored/vanilla x held-out/test
         cells = [c.strip() for c in line.split("|")[3:7]]
         assert all(float(c.split()[0]) >= 0 for c in cells), line
+    assert (work / "val_dataset" / "dataset_info.json").exists()  # for `hf-tna soup --method greedy --dataset`
     for name in ("results.json", "results.md", "modelsoup.png"):
         assert (work / name).stat().st_size > 0
     saved = json.loads((work / "results.json").read_text())
@@ -167,3 +170,16 @@ def test_command_lines_help_and_validation():
         finetune.FinetuneConfig(vit_image_size=28, vit_patch_size=5)
     with pytest.raises(ValueError, match="not both"):
         run_modelsoup.parse_config(["--quick", "--smoke"])
+
+
+@pytest.mark.slow
+def test_rerun_reuses_finished_steps_and_refuses_other_settings(run, capsys):
+    work, results = run
+    argv = ["--smoke", "--num_ingredients", "3", "--ingredient_time_budget_s", "0", "--work_dir", str(work)]
+    again = run_modelsoup.main(argv + ["--results_dir", str(work / "again")])
+    assert capsys.readouterr().out.count("reusing") == 1 + 2 * 2  # base and both sets' ingredients
+    for name in ("anchored", "vanilla"):
+        for key in ("uniform", "greedy"):
+            assert again["sets"][name][key]["test_acc"] == results["sets"][name][key]["test_acc"]
+    with pytest.raises(ValueError, match="other settings.*epochs"):
+        run_modelsoup.main(argv + ["--epochs", "7"])

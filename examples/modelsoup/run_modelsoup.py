@@ -109,6 +109,13 @@ class SoupExperimentConfig:
     base_epochs: float = field(default=10, metadata={"help": "Epochs of base training on the pretrain split."})
     base_learning_rate: float = field(default=1e-3, metadata={"help": "Learning rate of base training."})
     num_ingredients: int = field(default=8, metadata={"help": "Ingredients per set (anchored and vanilla)."})
+    ingredient_time_budget_s: float | None = field(
+        default=None,
+        metadata={
+            "help": "Start no new ingredient pair after this many seconds of the run (at least 2 pairs are "
+            "trained); the soups use the pairs done. For time-boxed runs (gpu_check.sh)."
+        },
+    )
     epochs: float = field(default=3, metadata={"help": "Fine-tuning epochs per ingredient."})
     batch_size: int = field(default=128, metadata={"help": "Per-device batch size."})
     lr_min: float = field(
@@ -421,7 +428,7 @@ def make_soups(folders: list[Path], soup_dir: Path, score_fn) -> dict:
 
 
 def run_experiment(cfg: SoupExperimentConfig, command: str = "") -> dict:
-    from soup_eval import anchors_report, build_evaluator, resolve_eval_backend, score_folder
+    from soup_eval import anchors_report, build_evaluator, resolve_eval_backend, save_eval_dataset, score_folder
     from transformers.utils import logging as hf_logging
 
     from hf_tna.anchors import TNAFileConfig
@@ -466,6 +473,11 @@ def run_experiment(cfg: SoupExperimentConfig, command: str = "") -> dict:
     train_results: dict[str, list[dict]] = {"anchored": [], "vanilla": []}
     t = time.time()
     for i, hp in enumerate(hps):
+        budget = cfg.ingredient_time_budget_s
+        if budget is not None and i >= 2 and time.time() - t0 > budget:
+            print(f"[modelsoup] time budget {budget:.0f} s spent: soups of the first {i} ingredient pairs", flush=True)
+            hps = hps[:i]
+            break
         for name, trainer in (("anchored", "tna"), ("vanilla", "plain")):
             out = work / name / f"ing{i}"
             argv = finetune_argv(cfg, splits_path, out, trainer, hp, str(base), cfg.epochs)
@@ -486,6 +498,8 @@ def run_experiment(cfg: SoupExperimentConfig, command: str = "") -> dict:
     from hf_tna.evaluation import build_score_fn
 
     score_fn = build_score_fn(evaluators["val"], "accuracy")
+    if backend == "hf" and not (work / "val_dataset").exists():  # for `hf-tna soup --method greedy --dataset`
+        save_eval_dataset(work / "val_dataset", base, *splits["val"])
     anchor_config = TNAFileConfig.load(folders["anchored"][0])
     results = {
         "mode": cfg.mode,

@@ -215,8 +215,15 @@ class ImageCollator:
             raise ValueError(f"augment must be one of {AUGMENTS}, got {augment!r}")
         self.image_size, self.num_channels, self.augment = image_size, num_channels, augment
         self.generator = torch.Generator().manual_seed(seed)
+        self._worker_seed = None
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None and self._worker_seed != worker.seed:
+            # DataLoader workers get copies of this collator: reseed from the worker's seed (distinct per worker
+            # and per epoch, derived from the main process's seed) so they do not repeat each other's shifts
+            self._worker_seed = worker.seed
+            self.generator.manual_seed(worker.seed % 2**63)
         images = np.stack([np.asarray(r["image"], dtype=np.uint8) for r in rows])
         if images.ndim == 2:  # rows of flattened square images (the `datasets` layout, fastest to read)
             side = math.isqrt(images.shape[1])

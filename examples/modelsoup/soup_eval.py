@@ -107,6 +107,19 @@ def build_evaluator(
     return TorchEvaluator(model, pixel_values, y, batch_size, device)
 
 
+def save_eval_dataset(path: str | Path, base_folder: str | Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    """Save a split as a `datasets` folder of model-ready `pixel_values` + `label`, the form `hf-tna soup
+    --method greedy --dataset PATH` reads (so the soups can be redone from the command line)."""
+    import datasets
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(base_folder))
+    pixel_values = to_pixel_values(torch.as_tensor(images), config.image_size, config.num_channels)
+    dataset = datasets.Dataset.from_dict({"pixel_values": pixel_values.numpy(), "label": np.asarray(labels)})
+    dataset.save_to_disk(str(path))
+    return Path(path)
+
+
 def read_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
     from hf_tna.io import CheckpointReader
 

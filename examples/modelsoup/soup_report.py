@@ -120,29 +120,31 @@ def plot_results(results: dict, path: str | Path) -> Path | None:
     k = len(sets["anchored"]["ingredients"])
     labels = [f"ing {i}" for i in range(k)] + ["best ing", "uniform\nsoup", "greedy\nsoup"]
     colors = {"anchored": "tab:blue", "vanilla": "tab:orange"}
-    fig, axes = plt.subplots(1, 2, figsize=(max(9, 1.1 * len(labels) * 2), 4), sharey=True)
+
+    def values(s, split):
+        d = sets[s]
+        return [x[f"{split}_acc"] for x in d["ingredients"]] + [
+            d[r][f"{split}_acc"] for r in ("best", "uniform", "greedy")
+        ]
+
+    lo = min(min(values(s, sp) + [results["base"][f"{sp}_acc"]]) for s in SETS for sp, _ in SPLITS)
+    hi = max(max(values(s, sp)) for s in SETS for sp, _ in SPLITS)
+    fig, axes = plt.subplots(1, 2, figsize=(max(9, 0.6 * len(labels) * 2), 4.4), sharey=True)
     for ax, (split, title) in zip(axes, SPLITS):
-        lo = 1.0
         for j, s in enumerate(SETS):
-            d = sets[s]
-            values = [x[f"{split}_acc"] for x in d["ingredients"]] + [
-                d[r][f"{split}_acc"] for r in ("best", "uniform", "greedy")
-            ]
-            lo = min(lo, *values)
-            xs = [i + (j - 0.5) * 0.38 for i in range(len(values))]
-            ax.bar(xs, [100 * v for v in values], width=0.38, color=colors[s], label=SET_TITLES[s])
-        base = results["base"][f"{split}_acc"]
-        ax.axhline(100 * base, color="gray", linestyle="--", linewidth=1, label="base")
+            xs = [i + (j - 0.5) * 0.38 for i in range(len(labels))]
+            ax.bar(xs, [100 * v for v in values(s, split)], width=0.38, color=colors[s], label=SET_TITLES[s])
+        ax.axhline(100 * results["base"][f"{split}_acc"], color="gray", linestyle="--", linewidth=1, label="base")
         ax.axvline(k - 0.5, color="black", linewidth=0.6)
-        lo = min(lo, base)
-        ax.set_ylim(max(0.0, 100 * lo - 2), None)
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
         ax.set_title(f"{title} accuracy")
-        ax.set_ylabel("accuracy (%)")
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8, loc="lower left")
-    fig.suptitle(f"Model soups, {results['config']['data']} ({results['mode']} mode)")
-    fig.tight_layout()
+    axes[0].set_ylabel("accuracy (%)")
+    axes[0].set_ylim(max(0.0, 100 * lo - 1.5), min(100.0, 100 * hi + 1.0))
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper right", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(f"Model soups, {results['config']['data']} ({results['mode']} mode)", x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)
