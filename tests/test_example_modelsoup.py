@@ -156,6 +156,13 @@ def test_fashion_mnist_idx_files_parse():
     assert labels.shape == (10000,) and set(np.unique(labels)) == set(range(10))
 
 
+def test_overwrite_refuses_folders_it_did_not_make(tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="refusing to delete"):
+        run_modelsoup.main(["--smoke", "--work_dir", str(tmp_path)])
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
 def test_command_lines_help_and_validation():
     for parser in (finetune.build_parser(), None):
         with pytest.raises(SystemExit) as exc:
@@ -175,7 +182,17 @@ def test_command_lines_help_and_validation():
 @pytest.mark.slow
 def test_rerun_reuses_finished_steps_and_refuses_other_settings(run, capsys):
     work, results = run
-    argv = ["--smoke", "--num_ingredients", "3", "--ingredient_time_budget_s", "0", "--work_dir", str(work)]
+    argv = [
+        "--smoke",
+        "--num_ingredients",
+        "3",
+        "--ingredient_time_budget_s",
+        "0",
+        "--work_dir",
+        str(work),
+        "--overwrite",
+        "false",
+    ]
     again = run_modelsoup.main(argv + ["--results_dir", str(work / "again")])
     assert capsys.readouterr().out.count("reusing") == 1 + 2 * 2  # base and both sets' ingredients
     for name in ("anchored", "vanilla"):

@@ -51,6 +51,7 @@ PRESETS = {
         vit_hidden_size=32,
         vit_intermediate_size=64,
         launcher="inprocess",
+        overwrite=True,  # cheap: a demo run starts fresh (pass --overwrite false to reuse finished steps)
     ),
     "smoke": dict(
         data="digits",
@@ -66,6 +67,7 @@ PRESETS = {
         vit_intermediate_size=32,
         vit_num_heads=2,
         launcher="inprocess",
+        overwrite=True,  # cheap: a demo run starts fresh (pass --overwrite false to reuse finished steps)
     ),
 }
 # settings that do not change what is computed (a re-run with other values reuses finished steps)
@@ -179,7 +181,13 @@ class SoupExperimentConfig:
         default=None, metadata={"help": "Run folder (default: examples/modelsoup/runs/MODE)."}
     )
     results_dir: str | None = field(default=None, metadata={"help": "Where results.json/md and the PNG go."})
-    overwrite: bool = field(default=False, metadata={"help": "Delete the work dir first."})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Delete the work dir first (a run_modelsoup.py work dir only). Default: true with --quick/--smoke; "
+            "false otherwise, where a rerun with the same settings reuses finished models."
+        },
+    )
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub repo id to push a soup to."})
     push_soup: str = field(
         default="anchored_greedy",
@@ -363,6 +371,8 @@ def train_model(cfg, argv, log, what: str) -> dict:
 def prepare_work_dir(cfg: SoupExperimentConfig) -> Path:
     work = Path(cfg.work_dir) if cfg.work_dir else HERE / "runs" / cfg.mode
     if cfg.overwrite and work.exists():
+        if any(work.iterdir()) and not (work / "run_config.json").exists():
+            raise ValueError(f"refusing to delete {work}: it is not a run_modelsoup.py work dir (no run_config.json)")
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_COMPARED}
