@@ -166,7 +166,7 @@ def main(argv=None):
         run_variant(*args.child, args.steps, args.warmup, args.device, args.dtype, out_dir)
         print(json.dumps({"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
         return
-    models = args.models + (["vit-b16", "gpt2-small"] if args.large else [])
+    models = (["vit-b16", "gpt2-small"] if args.large else []) + args.models  # the GPU targets first
     report = {"device": args.device, "dtype": args.dtype, "torch": torch.__version__, "threads": args.threads,
               "steps_per_round": args.steps, "rounds": args.rounds, "models": {}}
     if args.device == "cuda":
