@@ -109,6 +109,8 @@ def run_variant(model_name: str, variant: str, steps: int, warmup: int, device: 
         trainer.train()
     result = {"times": timer.times[warmup:]}
     if spec is not None:
+        result["anchor_drift_after_training"] = trainer.anchored_optimizer.anchor_drift()
+        result["restore_in_cuda_graph"] = trainer.anchored_optimizer._restore_graph is not None
         result["anchor_ops_s"] = time_anchor_ops(trainer.anchored_optimizer, model, device)
         result["anchor_bytes"] = trainer.anchored_optimizer.anchor_nbytes()
         result["anchored_entries"] = sum(a.num_anchored for a in trainer.anchored_optimizer.anchors)

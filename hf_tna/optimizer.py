@@ -120,6 +120,11 @@ class AnchoredOptimizer(torch.optim.Optimizer):
         optimized = {id(p) for group in optimizer.param_groups for p in group["params"]}
         # Only parameters the inner optimizer steps can move; keep the others out of the hot loop.
         self._active = [a for a in self.anchors if id(a.param) in optimized and a.num_anchored > 0]
+        # A caller that guarantees `mask_gradients()` after the last backward of every step (TNATrainer)
+        # sets this to False, so `step()` does not mask again after clipping (which keeps zeros zero).
+        self.mask_in_step = True
+        self._restore_graph = None  # CUDA: the restore, captured once (static params, masks and values)
+        self._eager_restores = 0
 
     # --- delegation (as accelerate's AcceleratedOptimizer) ---
     @property
@@ -174,12 +179,24 @@ class AnchoredOptimizer(torch.optim.Optimizer):
             anchor.mask_gradient()
 
     def restore_anchors(self) -> None:
-        """Write the anchor values back into the anchored entries."""
+        """Write the anchor values back into the anchored entries.
+
+        On CUDA the restore of every tensor is captured once in a CUDA graph and replayed (parameters,
+        masks and anchor values never move), so it costs one launch instead of a few per tensor; where
+        capture fails it stays eager.
+        """
+        if self._restore_graph is not None:
+            self._restore_graph.replay()
+            return
         for anchor in self._active:
             anchor.restore()
+        self._eager_restores += 1
+        if self._eager_restores == 2 and self._active and self._active[0].param.is_cuda:
+            self._restore_graph = _capture_restore(self._active)
 
     def step(self, closure=None):
-        self.mask_gradients()
+        if self.mask_in_step or closure is not None:
+            self.mask_gradients()
         loss = self.optimizer.step(closure)
         self.restore_anchors()
         return loss
@@ -195,6 +212,30 @@ class AnchoredOptimizer(torch.optim.Optimizer):
     def anchor_nbytes(self) -> int:
         """Bytes held for anchors: masks or unit indices plus the compact anchor values."""
         return sum(a.nbytes() for a in self.anchors)
+
+
+def _capture_restore(anchors: list[ParamAnchor]):
+    """A CUDA graph replaying `restore()` of every anchor, or None where capture is not possible."""
+    if any(a.param.device != anchors[0].param.device for a in anchors):
+        return None
+    try:
+        graph = torch.cuda.CUDAGraph()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for anchor in anchors:  # warm-up on the capture stream
+                anchor.restore()
+            with torch.cuda.graph(graph, stream=side):
+                for anchor in anchors:
+                    anchor.restore()
+        torch.cuda.current_stream().wait_stream(side)
+        return graph
+    except Exception as err:  # capture is an optimisation: stay eager, correct either way
+        import warnings
+
+        warnings.warn(f"hf_tna: anchor restore stays eager (CUDA graph capture failed: {err})")
+        torch.cuda.synchronize()
+        return None
 
 
 def create_anchored_optimizer(

@@ -84,6 +84,7 @@ class TNATrainer(Trainer):
         optimizer = super().create_optimizer(model)
         if find_anchored_optimizer(optimizer) is None:
             self.optimizer = AnchoredOptimizer(optimizer, self.model if model is None else model, self.anchor_spec)
+            self.optimizer.mask_in_step = False  # training_step masks after the last backward of each step
             self._sync_anchor_values()
             self._check_resumed_anchors()
         return self.optimizer
@@ -115,9 +116,10 @@ class TNATrainer(Trainer):
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
-        # Zero anchored gradients before Trainer clips and logs the norm: the norm counts free entries only.
+        # Zero anchored gradients after the last micro-batch of a step, before Trainer clips and logs the
+        # norm: the norm counts free entries only, and the optimizer step sees no anchored gradient.
         optimizer = self.anchored_optimizer
-        if optimizer is not None:
+        if optimizer is not None and self.accelerator.sync_gradients:
             optimizer.mask_gradients()
         return loss
 
