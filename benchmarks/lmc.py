@@ -7,7 +7,7 @@ barriers along the linear path (`hf_tna.fusion.lmc_curve` / `lmc_barrier`), the 
 anchoring each model alone, K-model uniform-soup barriers, MLP width / depth / learning-rate sweeps, and a
 pruning-at-init control (same mask, anchored values set to 0).
 
-    python benchmarks/lmc.py                 # full run (about 30 minutes on 2 cores), writes docs/results
+    python benchmarks/lmc.py                 # full run (~30 min on an idle 2-core box), writes docs/results
     python benchmarks/lmc.py --quick         # a couple of minutes, writes /tmp/hf_tna_lmc_quick
 
 Seeds are the outer loop: when the projected time of the next seed passes --budget-minutes the run stops
@@ -89,7 +89,7 @@ class LMCConfig:
     lr_vit: float = field(default=1e-3, metadata={"help": "Adam learning rate, ViT"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     lr_sweep: tuple = field(default=(0.01, 0.2), metadata={"help": "extra MLP learning rates (lr section)"})
-    budget_minutes: float = field(default=30.0, metadata={"help": "stop starting new seeds past this"})
+    budget_minutes: float = field(default=40.0, metadata={"help": "stop starting new seeds past this"})
     threads: int = field(default=1, metadata={"help": "torch.set_num_threads"})
 
     def __post_init__(self):
@@ -564,7 +564,12 @@ def make_plots(agg: list[dict], out_dir: Path) -> list[str]:
                         e for e in es if e["ratio"] > 0 and e["variant"] == variant and e["granularity"] == gran
                     ]
                     if len(line) > 1:
-                        ax.errorbar(*series(line, "ratio"), fmt=style, capsize=3, label=f"{variant} {gran}")
+                        ax.errorbar(
+                            *series(line, "ratio"),
+                            fmt=style,
+                            capsize=3,
+                            label=Arm(variant, gran, 1.0).label.rsplit(" ", 1)[0],
+                        )
                 ax.set_title(f"{kind.upper()}, {setting} pairs")
                 ax.set_xlabel("anchor ratio")
                 ax.set_ylabel("accuracy barrier (pp)")
