@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gzip
 import json
 import os
 import shlex
@@ -35,16 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_tna.anchors import AnchorSpec, anchor_mask, build_layouts
+from hf_tna.data import load_fashion_mnist
 from hf_tna.fusion import lmc_barrier, lmc_curve, multi_model_barrier, uniform_soup
 from hf_tna.optimizer import AnchoredOptimizer
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_FILES = {
-    "x_train": "train-images-idx3-ubyte.gz",
-    "y_train": "train-labels-idx1-ubyte.gz",
-    "x_test": "t10k-images-idx3-ubyte.gz",
-    "y_test": "t10k-labels-idx1-ubyte.gz",
-}
 REPORT_NAME = "lmc.md"
 JSON_NAME = "lmc.json"
 PLOT_NAMES = {
@@ -131,17 +124,6 @@ QUICK = dict(
 # --------------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------------
-def read_idx_gz(path: Path) -> np.ndarray:
-    """Array stored in a gzipped IDX file (the MNIST format: ubyte data, big-endian dims)."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {raw[:4].hex()}); re-download it")
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 def load_data(cfg: LMCConfig, data_seed: int = 0) -> dict[str, torch.Tensor]:
     """Fixed train / test subsamples (same for every seed), images (N, 1, 28, 28) standardised."""
     if cfg.data == "synthetic":
@@ -155,13 +137,9 @@ def load_data(cfg: LMCConfig, data_seed: int = 0) -> dict[str, torch.Tensor]:
         x_tr, y_tr = draw(cfg.train_size)
         x_te, y_te = draw(cfg.test_size)
         return {"x_train": x_tr, "y_train": y_tr, "x_test": x_te, "y_test": y_te}
-    missing = [n for n in FASHION_FILES.values() if not (FASHION_MNIST_DIR / n).exists()]
-    if missing:
-        raise FileNotFoundError(
-            f"Fashion-MNIST file {missing[0]} not found in {FASHION_MNIST_DIR}; install the Debian package "
-            "dataset-fashion-mnist (`make venv` does) or run with --data synthetic"
-        )
-    arrays = {k: read_idx_gz(FASHION_MNIST_DIR / n) for k, n in FASHION_FILES.items()}
+    splits = load_fashion_mnist()
+    arrays = {"x_train": splits["train"][0], "y_train": splits["train"][1],
+              "x_test": splits["test"][0], "y_test": splits["test"][1]}
     rng = np.random.default_rng(data_seed)
     tr = rng.permutation(len(arrays["y_train"]))[: cfg.train_size]
     te = rng.permutation(len(arrays["y_test"]))[: cfg.test_size]

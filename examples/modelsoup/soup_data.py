@@ -16,22 +16,22 @@ torch `Dataset` with the same rows is used, so the example also runs where only 
 
 from __future__ import annotations
 
-import gzip
 import math
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from hf_tna.data import (  # noqa: F401  (re-exported for the example's other modules)
+    FASHION_MNIST_FILES,
+    find_fashion_mnist,
+    load_digits_uint8,
+    load_fashion_mnist,
+    read_idx,
+)
+
 HERE = Path(__file__).resolve().parent
-# where the idx files are looked for: the Debian package's folder, then this example's (git-ignored) data/ folder
-FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist", str(HERE / "data" / "fashion-mnist"), str(HERE / "data"))
-FASHION_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
 FASHION_MNIST_LABELS = [
     "T-shirt/top",
     "Trouser",
@@ -51,52 +51,6 @@ AUGMENTS = ("none", "shift", "shift_flip")
 # --------------------------------------------------------------------------------------------------
 # Raw data
 # --------------------------------------------------------------------------------------------------
-def read_idx(path: str | Path) -> np.ndarray:
-    """An idx(.gz) file (MNIST format) as a numpy array: uint8 images (N, H, W) or labels (N,)."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte idx file (magic {data[:4].hex()})")
-    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if array.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: header says shape {shape}, file holds {array.size} bytes; the file is truncated")
-    return array.reshape(shape)
-
-
-def find_fashion_mnist(data_dir: str | None = None) -> Path:
-    candidates = [data_dir] if data_dir else list(FASHION_MNIST_DIRS)
-    for folder in candidates:
-        if folder and (Path(folder) / FASHION_MNIST_FILES["train"][0]).exists():
-            return Path(folder)
-    raise FileNotFoundError(
-        f"Fashion-MNIST idx files ({FASHION_MNIST_FILES['train'][0]}, ...) not found in {candidates}. "
-        "On Debian/Ubuntu: `apt-get install dataset-fashion-mnist`; else download the four *-ubyte.gz files "
-        "from github.com/zalandoresearch/fashion-mnist and pass their folder (--data_dir)."
-    )
-
-
-def load_fashion_mnist(data_dir: str | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{"train": (images, labels), "test": (images, labels)}: 60k / 10k uint8 28x28 images."""
-    folder = find_fashion_mnist(data_dir)
-    return {
-        split: (read_idx(folder / imgs), read_idx(folder / labels).astype(np.int64))
-        for split, (imgs, labels) in FASHION_MNIST_FILES.items()
-    }
-
-
-def load_digits_uint8() -> tuple[np.ndarray, np.ndarray]:
-    """sklearn's bundled digits (1797 8x8 images, values 0..16) rescaled to uint8 [0, 255]."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)
-    return images, digits.target.astype(np.int64)
-
-
 # --------------------------------------------------------------------------------------------------
 # Splits
 # --------------------------------------------------------------------------------------------------

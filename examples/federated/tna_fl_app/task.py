@@ -9,18 +9,14 @@
 from __future__ import annotations
 
 import dataclasses
-import gzip
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-_FILES = {
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
-}
+from hf_tna.data import FASHION_MNIST_FILES, load_fashion_mnist
+
 METHODS = ("fedavg", "fedpfn", "fedpnu")
 SERVER_STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedprox")
 
@@ -75,31 +71,13 @@ class FLSettings:
 # --------------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------------
-def read_idx_gz(path: Path) -> np.ndarray:
-    """Parse an idx (MNIST-format) gzip file into a uint8 array."""
-    with gzip.open(path, "rb") as fh:
-        raw = fh.read()
-    magic = int.from_bytes(raw[:4], "big")
-    ndim = magic & 0xFF
-    if magic >> 8 != 0x08:
-        raise ValueError(f"{path} is not an unsigned-byte idx file (magic {magic:#x})")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def load_split(
-    split: str, data: str = "fashion-mnist", root: Path = FASHION_MNIST_DIR
-) -> tuple[np.ndarray, np.ndarray]:
+def load_split(split: str, data: str = "fashion-mnist", root: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 [N, 28, 28], labels int64 [N]) of the train or test split."""
     if data == "synthetic":
         return _synthetic(split)
-    images, labels = _FILES[split]
-    if not (root / images).exists():
-        raise FileNotFoundError(
-            f"{root / images} not found: install Fashion-MNIST with `apt-get install dataset-fashion-mnist` "
-            "or use data='synthetic'"
-        )
-    return read_idx_gz(root / images), read_idx_gz(root / labels).astype(np.int64)
+    if split not in FASHION_MNIST_FILES:
+        raise ValueError(f"split must be one of {sorted(FASHION_MNIST_FILES)}, got {split!r}")
+    return load_fashion_mnist(root)[split]
 
 
 def _synthetic(split: str, n: int = 2000) -> tuple[np.ndarray, np.ndarray]:
