@@ -73,8 +73,11 @@ class FixedBatches(torch.utils.data.Dataset):
 
 
 class StepTimer(TrainerCallback):
+    """Wall time and process CPU time of every optimizer step. On a shared CPU the CPU time is the steadier
+    figure: time spent waiting for a core another job holds does not count."""
+
     def __init__(self, device):
-        self.device, self.times, self._start = device, [], None
+        self.device, self.times, self.cpu_times, self._start = device, [], [], None
 
     def _sync(self):
         if self.device == "cuda":
@@ -82,11 +85,12 @@ class StepTimer(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         self._sync()
-        self._start = time.perf_counter()
+        self._start = (time.perf_counter(), time.process_time())
 
     def on_step_end(self, args, state, control, **kwargs):
         self._sync()
-        self.times.append(time.perf_counter() - self._start)
+        self.times.append(time.perf_counter() - self._start[0])
+        self.cpu_times.append(time.process_time() - self._start[1])
 
 
 def run_variant(model_name: str, variant: str, steps: int, warmup: int, device: str, dtype: str, out_dir: str):
@@ -107,7 +111,7 @@ def run_variant(model_name: str, variant: str, steps: int, warmup: int, device: 
         torch.cuda.reset_peak_memory_stats()
     with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its metrics; stdout is for the JSON
         trainer.train()
-    result = {"times": timer.times[warmup:]}
+    result = {"times": timer.times[warmup:], "cpu_times": timer.cpu_times[warmup:]}
     if spec is not None:
         result["anchor_drift_after_training"] = trainer.anchored_optimizer.anchor_drift()
         result["restore_in_cuda_graph"] = trainer.anchored_optimizer._restore_graph is not None
@@ -176,18 +180,24 @@ def main(argv=None):
     names = list(VARIANTS)
     for model_name in models:
         times = {v: [] for v in names}
+        cpu_times = {v: [] for v in names}
         extra = {}
         for r in range(args.rounds):
             order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
             for variant in order:
                 result = run_variant(model_name, variant, args.steps, args.warmup, args.device, args.dtype, out_dir)
                 times[variant] += result.pop("times")
+                cpu_times[variant] += result.pop("cpu_times")
                 extra[variant] = result
         base = statistics.median(times["trainer"])
+        cpu_base = statistics.median(cpu_times["trainer"])
         entry = {}
         for variant in names:
             median = statistics.median(times[variant])
+            cpu_median = statistics.median(cpu_times[variant])
             entry[variant] = {"median_step_s": round(median, 5), "ratio_to_trainer": round(median / base, 4),
+                              "median_step_cpu_s": round(cpu_median, 5),
+                              "cpu_ratio_to_trainer": round(cpu_median / cpu_base, 4),
                               "steps_timed": len(times[variant]), **extra[variant]}
             if args.device == "cpu" and args.rss:
                 entry[variant]["peak_rss_bytes"] = child_rss(model_name, variant, args)
