@@ -1,6 +1,6 @@
 """Table (markdown) and per-round plot (PNG) of the ColD fusion example's results.json.
 
-    python examples/coldfuse/report.py outputs/coldfuse/results.json   # rewrites results.md and the PNG
+    python examples/coldfuse/report.py outputs/coldfuse/results.json [plot.png]   # prints the tables
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ def plot_rounds(results: dict, path) -> None:
 
 
 if __name__ == "__main__":
-    results_path = Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/coldfuse/results.json")
-    data = json.loads(results_path.read_text())
-    (results_path.parent / "results.md").write_text(results_table(data))
-    plot_rounds(data, results_path.parent / "coldfuse_rounds.png")
+    # python examples/coldfuse/report.py RESULTS_JSON [PLOT_PNG]: print the tables (and re-draw the plot)
+    data = json.loads(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/coldfuse/results.json").read_text())
+    if len(sys.argv) > 2:
+        plot_rounds(data, sys.argv[2])
     print(results_table(data))
