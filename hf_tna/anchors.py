@@ -33,7 +33,8 @@ FORMAT_VERSION = 1
 HASH_NAME = "hf_tna-lowbias32-v1"
 GRANULARITIES = ("element", "neuron")
 _M32 = 0xFFFFFFFF
-_CHUNK = 1 << 22
+_CHUNK = 1 << 16  # CPU: int64 temporaries of a 64K chunk stay in cache (16x faster than 4M chunks)
+_CHUNK_ACCELERATOR = 1 << 22  # GPU: fewer, larger launches
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -161,8 +162,9 @@ def draw_anchored(num: int, key_name: str, spec: AnchorSpec, device: torch.devic
         return out.fill_(False)
     key = tensor_key(spec.seed, spec.round, key_name)
     threshold = ratio_threshold(spec.ratio)
-    for start in range(0, num, _CHUNK):
-        stop = min(num, start + _CHUNK)
+    chunk = _CHUNK if out.device.type == "cpu" else _CHUNK_ACCELERATOR
+    for start in range(0, num, chunk):
+        stop = min(num, start + chunk)
         counters = torch.arange(start, stop, dtype=torch.int64, device=device)
         out[start:stop] = hash_counters(counters, key) < threshold
     return out

@@ -141,22 +141,14 @@ class ContributionTraining:
 # Training
 # --------------------------------------------------------------------------------------------------
 def _trainer_class():
-    from transformers import Trainer
-
-    from .optimizer import AnchoredOptimizer
     from .tna_trainer import TNATrainer
 
     class BodyAnchoredTrainer(TNATrainer):
         """`TNATrainer` whose anchors cover `model.base_model` (the body) under the body's checkpoint names,
         the namespace of the ColD fusion base repository; the task head is not anchored."""
 
-        def create_optimizer(self, model=None):
-            if self.anchored_optimizer is None:
-                inner = Trainer.create_optimizer(self, model)
-                body = unwrap_model(self.model if model is None else model).base_model
-                self.optimizer = AnchoredOptimizer(inner, body, self.anchor_spec)
-                self._sync_anchor_values()
-            return self.optimizer
+        def anchor_target(self, model):
+            return model.base_model
 
     return BodyAnchoredTrainer
 

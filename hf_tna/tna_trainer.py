@@ -16,7 +16,15 @@ from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from .anchors import CONFIG_NAME, AnchorSpec, TNAFileConfig, build_layouts, check_layouts_match, manifest_entry
+from .anchors import (
+    CONFIG_NAME,
+    AnchorSpec,
+    TNAFileConfig,
+    build_layouts,
+    check_layouts_match,
+    manifest_entry,
+    unwrap_model,
+)
 from .optimizer import AnchoredOptimizer
 from .tna_config import TNAConfig
 
@@ -73,17 +81,23 @@ class TNATrainer(Trainer):
         self.anchor_spec = anchor_spec
         self._resume_tna: TNAFileConfig | None = None
         if anchor_spec.ratio > 0 and self.model is not None:  # bad include/exclude patterns fail now
-            build_layouts(self.model, anchor_spec)
+            build_layouts(self.anchor_target(self.model), anchor_spec)
 
     # --- anchors ---
     @property
     def anchored_optimizer(self) -> AnchoredOptimizer | None:
         return find_anchored_optimizer(self.optimizer)
 
+    def anchor_target(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The module whose trainable parameters are anchored, named as in its own checkpoint. The whole
+        model by default; override to anchor a sub-module (ColD fusion anchors `model.base_model`, the body)."""
+        return model
+
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
         if find_anchored_optimizer(optimizer) is None:
-            self.optimizer = AnchoredOptimizer(optimizer, self.model if model is None else model, self.anchor_spec)
+            target = self.anchor_target(unwrap_model(self.model if model is None else model))
+            self.optimizer = AnchoredOptimizer(optimizer, target, self.anchor_spec)
             self.optimizer.mask_in_step = False  # training_step masks after the last backward of each step
             self._sync_anchor_values()
             self._check_resumed_anchors()
@@ -146,9 +160,10 @@ class TNATrainer(Trainer):
         if optimizer is not None:
             manifest = optimizer.manifest()
         else:  # saved before training: the current weights are the anchor values
+            target = self.anchor_target(unwrap_model(self.model))
             manifest = {
                 layout.name: manifest_entry(param, layout, self.anchor_spec)
-                for layout, param in build_layouts(self.model, self.anchor_spec)
+                for layout, param in build_layouts(target, self.anchor_spec)
             }
         base_model, base_revision = base_model_info(self.accelerator.unwrap_model(self.model))
         if self._resume_tna is not None:
