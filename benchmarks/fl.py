@@ -28,7 +28,14 @@ sys.path[:0] = [str(ROOT / "examples" / "federated"), str(ROOT)]  # also inherit
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tna_fl_app.task import FLSettings, build_model, dirichlet_partition, load_split, subsample  # noqa: E402
+from tna_fl_app.task import (  # noqa: E402
+    FLSettings,
+    build_model,
+    dirichlet_partition,
+    load_split,
+    simulate,
+    subsample,
+)
 
 METHOD_NAMES = {"fedavg": "FedAvg", "fedpfn": "FedPFN", "fedpnu": "FedPNU"}
 SERVER_NAMES = {"fedavg": "FedAvg", "fedavgm": "FedAvgM", "fedadam": "FedAdam", "fedprox": "FedProx"}
@@ -138,7 +145,6 @@ def write_json(path: Path, data) -> None:
 def run_all(args, todo: list[FLSettings], deadline: float, partial: Path) -> list[dict]:
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
-    from flwr.simulation import run_simulation
     from tna_fl_app.client_app import app as client_app
     from tna_fl_app.server_app import run_experiment
 
@@ -165,16 +171,7 @@ def run_all(args, todo: list[FLSettings], deadline: float, partial: Path) -> lis
                 flush=True,
             )
 
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=args.num_clients,
-        backend_config={
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {"num_cpus": args.num_cpus, "logging_level": "ERROR"},
-        },
-    )
+    simulate(server_app, client_app, args.num_clients, args.num_cpus, quiet=True)
     return results
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -21,10 +20,9 @@ sys.path[:0] = [str(HERE), str(HERE.parents[1])]  # tna_fl_app and hf_tna, also 
 
 from flwr.app import Context  # noqa: E402
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
-from flwr.simulation import run_simulation  # noqa: E402
 from tna_fl_app.client_app import app as client_app  # noqa: E402
 from tna_fl_app.server_app import run_experiment  # noqa: E402
-from tna_fl_app.task import FLSettings  # noqa: E402
+from tna_fl_app.task import FLSettings, simulate  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -57,16 +55,7 @@ def main(argv=None) -> dict:
     def _main(grid: Grid, context: Context) -> None:
         out.update(run_experiment(grid, settings))
 
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    run_simulation(
-        server_app=server_app,
-        client_app=client_app,
-        num_supernodes=args.num_clients,
-        backend_config={
-            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-            "init_args": {"num_cpus": args.num_cpus},
-        },
-    )
+    simulate(server_app, client_app, args.num_clients, args.num_cpus)
     if not out:
         raise SystemExit("the ServerApp produced no result; see the log above")
     args.output.write_text(json.dumps(out, indent=2))

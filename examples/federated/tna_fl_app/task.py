@@ -178,3 +178,19 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
         for i in range(0, len(y), batch_size)
     )
     return correct / len(y)
+
+
+def simulate(server_app, client_app, num_clients: int, num_cpus: int, quiet: bool = False) -> None:
+    """Run a ServerApp and a ClientApp on Flower's simulation engine (Ray), one CPU per client."""
+    import os
+
+    from flwr.simulation import run_simulation
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    init_args = {"num_cpus": num_cpus, **({"logging_level": "ERROR"} if quiet else {})}
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=num_clients,
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}, "init_args": init_args},
+    )
