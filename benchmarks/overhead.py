@@ -21,10 +21,9 @@ import sys
 import time
 
 import torch
-from transformers import TrainerCallback, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from hf_tna import AnchorSpec, TNATrainer
-from transformers import Trainer
 
 VARIANTS = {
     "trainer": None,

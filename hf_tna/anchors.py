@@ -324,7 +324,7 @@ def build_layouts(model: torch.nn.Module, spec: AnchorSpec) -> list[tuple[Tensor
     seen: set[int] = set()
     rows = []
     all_names = []
-    for module_name, module in model.named_modules():
+    for module in model.modules():
         for pname, param in module.named_parameters(recurse=False):
             if id(param) in seen:
                 continue

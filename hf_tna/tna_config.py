@@ -48,7 +48,7 @@ class TNAConfig(TrainingArguments):
     def __post_init__(self):
         super().__post_init__()
         try:
-            self.anchor_spec  # validates every field, naming it
+            _ = self.anchor_spec  # validates every field, naming it
         except (TypeError, ValueError) as err:
             raise ValueError(str(err).replace("AnchorSpec.", "TNAConfig.anchor_")) from None
 

@@ -10,8 +10,8 @@ import torch
 from .anchors import (
     CONFIG_NAME,
     AnchorSpec,
-    TNAFileConfig,
     TensorLayout,
+    TNAFileConfig,
     anchor_mask,
     anchored_units,
     build_layouts,

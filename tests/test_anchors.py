@@ -8,7 +8,6 @@ import torch
 from safetensors import safe_open
 
 from hf_tna import anchors as anchors_mod
-from tests.common import build_tiny_bert
 from hf_tna.anchors import (
     CONFIG_NAME,
     AnchorSpec,
@@ -21,6 +20,7 @@ from hf_tna.anchors import (
     hash_counters,
     manifest_entry,
 )
+from tests.common import build_tiny_bert
 
 
 @pytest.fixture

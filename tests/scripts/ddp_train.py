@@ -8,11 +8,11 @@ import json
 import sys
 
 import torch
+from transformers import TrainingArguments
 
 from hf_tna import AnchorSpec, TNATrainer
 from hf_tna.anchors import anchor_mask, values_sha256
 from tests.common import build_tiny_bert, text_dataset
-from transformers import TrainingArguments
 
 
 def main(out_dir: str) -> None:
