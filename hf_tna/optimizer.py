@@ -125,6 +125,7 @@ class AnchoredOptimizer(torch.optim.Optimizer):
         self.mask_in_step = True
         self._restore_graph = None  # CUDA: the restore, captured once (static params, masks and values)
         self._eager_restores = 0
+        self._graph_pointers: list[int] = []
 
     # --- delegation (as accelerate's AcceleratedOptimizer) ---
     @property
@@ -186,13 +187,16 @@ class AnchoredOptimizer(torch.optim.Optimizer):
         capture fails it stays eager.
         """
         if self._restore_graph is not None:
-            self._restore_graph.replay()
-            return
+            if self._graph_pointers == [a.param.data_ptr() for a in self._active]:
+                self._restore_graph.replay()
+                return
+            self._restore_graph, self._eager_restores = None, 0  # a parameter was re-allocated: re-capture later
         for anchor in self._active:
             anchor.restore()
         self._eager_restores += 1
         if self._eager_restores == 2 and self._active and self._active[0].param.is_cuda:
             self._restore_graph = _capture_restore(self._active)
+            self._graph_pointers = [a.param.data_ptr() for a in self._active]
 
     def step(self, closure=None):
         if self.mask_in_step or closure is not None:
