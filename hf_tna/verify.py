@@ -10,10 +10,8 @@ import torch
 from .anchors import (
     CONFIG_NAME,
     AnchorSpec,
-    TensorLayout,
     TNAFileConfig,
-    anchor_mask,
-    anchored_units,
+    anchored_values,
     build_layouts,
     checkpoint_names,
     values_sha256,
@@ -41,12 +39,6 @@ def _open(source):
     if isinstance(source, torch.nn.Module):
         return _ModelTensors(source)
     return CheckpointReader(source)
-
-
-def _anchored(tensor: torch.Tensor, layout: TensorLayout, spec: AnchorSpec) -> torch.Tensor:
-    if layout.unit_dim is None:
-        return tensor[anchor_mask(layout, spec, tensor.device)]
-    return tensor.index_select(layout.unit_dim, anchored_units(layout, spec, tensor.device))
 
 
 def verify_anchors(model_or_path, base_or_path=None, spec: AnchorSpec | None = None, config: TNAFileConfig | None = None) -> dict:
@@ -98,15 +90,16 @@ def verify_anchors(model_or_path, base_or_path=None, spec: AnchorSpec | None = N
                 f"tensor {layout.name!r} has shape {tuple(tensor.shape)} in {model_or_path}, the anchors expect "
                 f"{layout.shape}: the anchor spec was made for another model"
             )
-        values = _anchored(tensor, layout, spec)
+        values = anchored_values(tensor, layout, spec)
         report = {"num_anchored": int(values.numel())}
         if base is not None:
             try:
-                reference = _anchored(base.get(layout.name), layout, spec)
+                base_tensor = base.get(layout.name)
             except KeyError:
                 raise ValueError(f"anchored tensor {layout.name!r} is missing from the base {base_or_path}") from None
-            if reference.shape != values.shape:
+            if tuple(base_tensor.shape) != layout.shape:
                 raise ValueError(f"tensor {layout.name!r}: the base has another shape; it is not this model's base")
+            reference = anchored_values(base_tensor, layout, spec)
             same = values == reference
             report["num_drifted"] = int(same.numel() - same.sum())
             diff = (values.double() - reference.double()).abs()
