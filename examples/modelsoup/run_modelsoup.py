@@ -36,38 +36,33 @@ import torch  # noqa: E402
 from soup_data import SplitSizes, build_splits, save_splits, split_sizes  # noqa: E402
 
 MODES = ("full", "quick", "smoke")
+# digits are 8x8: the ViT gets its own config (image_size 8, patch 4: a 2x2 grid of patches plus [CLS])
+_QUICK = dict(
+    data="digits",
+    val_size=300,
+    num_ingredients=4,
+    base_epochs=30,
+    base_learning_rate=3e-3,
+    epochs=5,
+    batch_size=32,
+    vit_image_size=8,
+    vit_patch_size=4,
+    vit_hidden_size=32,
+    vit_intermediate_size=64,
+    launcher="inprocess",
+    overwrite=True,  # cheap: a demo run starts fresh (pass --overwrite false to reuse finished steps)
+)
 PRESETS = {
-    # digits are 8x8: the ViT gets its own config (image_size 8, patch 4: a 2x2 grid of patches plus [CLS])
-    "quick": dict(
-        data="digits",
-        val_size=300,
-        num_ingredients=4,
-        base_epochs=30,
-        base_learning_rate=3e-3,
-        epochs=5,
-        batch_size=32,
-        vit_image_size=8,
-        vit_patch_size=4,
-        vit_hidden_size=32,
-        vit_intermediate_size=64,
-        launcher="inprocess",
-        overwrite=True,  # cheap: a demo run starts fresh (pass --overwrite false to reuse finished steps)
-    ),
+    "quick": _QUICK,
     "smoke": dict(
-        data="digits",
+        _QUICK,
         val_size=200,
         num_ingredients=2,
         base_epochs=10,
-        base_learning_rate=3e-3,
         epochs=3,
-        batch_size=32,
-        vit_image_size=8,
-        vit_patch_size=4,
         vit_hidden_size=16,
         vit_intermediate_size=32,
         vit_num_heads=2,
-        launcher="inprocess",
-        overwrite=True,  # cheap: a demo run starts fresh (pass --overwrite false to reuse finished steps)
     ),
 }
 # settings that do not change what is computed (a re-run with other values reuses finished steps)
