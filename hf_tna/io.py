@@ -60,10 +60,6 @@ class CheckpointReader:
     def dtype(self, name: str) -> str:
         return self.get_slice(name).get_dtype()
 
-    def metadata(self) -> dict:
-        files = sorted(set(self.weight_map.values()))
-        return (self._handle(next(k for k, v in self.weight_map.items() if v == files[0])).metadata() or {}) if files else {}
-
     def close(self):
         self._handles.clear()
 
