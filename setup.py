@@ -3,7 +3,7 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-VERSION = re.search(r'__version__ = "([^"]+)"', Path("hf_tna/__init__.py").read_text()).group(1)
+VERSION = re.search(r'__version__ = "([^"]+)"', Path("hf_tna/_version.py").read_text()).group(1)
 
 EXTRAS = {
     "fl": ["flwr[simulation]>=1.20"],

@@ -3,7 +3,7 @@
 Pairs of models start from one initialisation and are trained on different data orders ("order") or on
 disjoint halves of the training subset ("disjoint"), with a seeded fraction of their weights anchored at
 the initial values (`hf_tna.optimizer.AnchoredOptimizer`). For each pair it measures loss and accuracy
-barriers along the linear path (`hf_tna.fusion.lmc_curve` / `lmc_barrier`), the accuracy cost of
+barriers along the linear path (`hf_tna.merge.ops.lmc_curve` / `lmc_barrier`), the accuracy cost of
 anchoring each model alone, K-model uniform-soup barriers, MLP width / depth / learning-rate sweeps, and a
 pruning-at-init control (same mask, anchored values set to 0).
 
@@ -34,8 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_tna.anchors import AnchorSpec, anchor_mask, build_layouts
-from hf_tna.data import load_fashion_mnist
-from hf_tna.fusion import lmc_barrier, lmc_curve, multi_model_barrier, uniform_soup
+from hf_tna.example_data import load_fashion_mnist
+from hf_tna.merge.ops import (
+    lmc_barrier,
+    lmc_curve,
+    multi_model_barrier,
+    uniform_soup,
+)
 from hf_tna.optimizer import AnchoredOptimizer
 
 REPORT_NAME = "lmc.md"
@@ -453,7 +458,7 @@ def render_markdown(summary: dict, agg: list[dict], analysis: str) -> str:
         "`AnchoredOptimizer`; mask seed = run seed, so both models of a pair share init and mask. "
         "prune@init = same element mask with the anchored values set to 0. Data orders are shared across arms "
         "(paired comparison).",
-        f"- Barriers on a {cfg['grid']}-point grid (`hf_tna.fusion.lmc_barrier`): loss barrier in nats, accuracy "
+        f"- Barriers on a {cfg['grid']}-point grid (`hf_tna.merge.ops.lmc_barrier`): loss barrier in nats, accuracy "
         "barrier in percentage points (max over alpha of the linear interpolation of the endpoint accuracies minus "
         "the accuracy of the interpolated weights). Δ = paired difference with the ratio-0 model of the same seed; "
         "'lower' counts seeds where the arm's barrier is lower. All cells mean ± std over seeds.",

@@ -4,10 +4,10 @@ Swap `transformers.Trainer` for `TNATrainer` (and `TrainingArguments` for `TNACo
 that will be averaged later: model soups, ColD fusion, federated learning.
 """
 
-__version__ = "0.1.0"
-
-from .anchors import CONFIG_NAME, AnchorSpec, TNAFileConfig, anchor_mask  # noqa: E402
-from .optimizer import AnchoredOptimizer, create_anchored_optimizer  # noqa: E402
+from ._version import __version__
+from .anchors import AnchorSpec, anchor_mask
+from .manifest import CONFIG_NAME, TNAFileConfig
+from .optimizer import AnchoredOptimizer, create_anchored_optimizer
 
 
 def __getattr__(name):  # transformers-dependent pieces are imported on first use
@@ -27,6 +27,7 @@ def __getattr__(name):  # transformers-dependent pieces are imported on first us
 
 
 __all__ = [
+    "__version__",
     "CONFIG_NAME",
     "AnchorSpec",
     "AnchoredOptimizer",

@@ -1,6 +1,7 @@
-"""Fixed neuron anchors: the spec, the seeded masks, the tensor namespace and the manifest.
+"""Fixed neuron anchors: the spec, the seeded masks, the tensor layouts and the tensor namespace.
 
-This module imports nothing else of hf_tna. Everything here is a pure function of its inputs.
+This module imports nothing else of hf_tna and does no file I/O: everything here is a function of its inputs
+(the model, for layouts and names). `tna_config.json` is read and written by `hf_tna.manifest`.
 
 The mask of a tensor is a pure function of (seed, round, tensor name, shape, ratio, granularity): a
 counter-based 32-bit integer hash of the entry's flat index (or the output unit's index for neuron
@@ -17,19 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import math
 import re
 import sys
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 import torch
 
-from . import __version__
-
-CONFIG_NAME = "tna_config.json"
-FORMAT_VERSION = 1
 HASH_NAME = "hf_tna-lowbias32-v1"
 GRANULARITIES = ("element", "neuron")
 _M32 = 0xFFFFFFFF
@@ -359,15 +354,6 @@ def _check_patterns_match(spec: AnchorSpec, names: list[str]) -> None:
                 )
 
 
-# --------------------------------------------------------------------------------------------------
-# Manifest and tna_config.json
-# --------------------------------------------------------------------------------------------------
-def values_sha256(values: torch.Tensor) -> str:
-    """sha256 of a tensor's raw bytes (contiguous, on CPU)."""
-    data = values.detach().contiguous().cpu().reshape(-1)
-    return hashlib.sha256(data.view(torch.uint8).numpy().tobytes()).hexdigest()
-
-
 def anchored_values(tensor: torch.Tensor, layout: TensorLayout, spec: AnchorSpec) -> torch.Tensor:
     """The anchored entries of `tensor`, compact (element: masked 1-D; neuron: selected units)."""
     if tuple(tensor.shape) != layout.shape:
@@ -375,108 +361,3 @@ def anchored_values(tensor: torch.Tensor, layout: TensorLayout, spec: AnchorSpec
     if layout.unit_dim is None:
         return tensor.detach()[anchor_mask(layout, spec, tensor.device)]
     return tensor.detach().index_select(layout.unit_dim, anchored_units(layout, spec, tensor.device))
-
-
-def manifest_entry(tensor: torch.Tensor, layout: TensorLayout, spec: AnchorSpec, values=None) -> dict:
-    values = anchored_values(tensor, layout, spec) if values is None else values
-    return {
-        "shape": list(layout.shape),
-        "dtype": str(tensor.dtype).replace("torch.", ""),
-        "unit_dim": layout.unit_dim,
-        "key": layout.key,
-        "num_anchored": int(values.numel()),
-        "sha256": values_sha256(values),
-    }
-
-
-def layout_from_manifest(name: str, entry: dict) -> TensorLayout:
-    return TensorLayout(name, tuple(entry["shape"]), entry.get("unit_dim"), entry.get("key") or name)
-
-
-@dataclass
-class TNAFileConfig:
-    """Contents of `tna_config.json`: the spec, the base it was drawn on, and the per-tensor manifest."""
-
-    spec: AnchorSpec
-    manifest: dict[str, dict] = field(default_factory=dict)
-    base_model: str | None = None
-    base_revision: str | None = None
-    hf_tna_version: str = __version__
-
-    def to_dict(self) -> dict:
-        return {
-            "anchor_spec": self.spec.to_dict(),
-            "base_model": self.base_model,
-            "base_revision": self.base_revision,
-            "format_version": FORMAT_VERSION,
-            "hash": HASH_NAME,
-            "hf_tna_version": self.hf_tna_version,
-            "manifest": self.manifest,
-            "tensor_namespace": "checkpoint",
-        }
-
-    def save(self, folder: str | Path) -> Path:
-        """Write `tna_config.json` (sorted keys) into `folder` atomically."""
-        path = Path(folder) / CONFIG_NAME
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        tmp.replace(path)
-        return path
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = CONFIG_NAME) -> TNAFileConfig:
-        if not isinstance(d, dict) or "anchor_spec" not in d:
-            raise ValueError(f"{source} is not an hf_tna config: no 'anchor_spec' field")
-        if d.get("hash", HASH_NAME) != HASH_NAME:
-            raise ValueError(f"{source} uses mask hash {d['hash']!r}; this hf_tna computes {HASH_NAME!r}")
-        manifest = d.get("manifest") or {}
-        for name, entry in manifest.items():
-            missing = {"shape", "num_anchored", "sha256"} - set(entry)
-            if missing:
-                raise ValueError(f"{source}: manifest entry {name!r} lacks {sorted(missing)}")
-        return cls(
-            spec=AnchorSpec.from_dict(d["anchor_spec"]),
-            manifest=manifest,
-            base_model=d.get("base_model"),
-            base_revision=d.get("base_revision"),
-            hf_tna_version=d.get("hf_tna_version", "unknown"),
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> TNAFileConfig:
-        """Read `tna_config.json` from a file or a folder holding one."""
-        path = Path(path)
-        if path.is_dir():
-            path = path / CONFIG_NAME
-        try:
-            d = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no {CONFIG_NAME} at {path}") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from None
-        return cls.from_dict(d, source=str(path))
-
-    def layouts(self) -> list[TensorLayout]:
-        return [layout_from_manifest(name, entry) for name, entry in sorted(self.manifest.items())]
-
-
-def check_layouts_match(layouts: list[TensorLayout], manifest: dict[str, dict], what: str = "model") -> None:
-    """Raise ValueError naming the first tensor where `layouts` and a manifest disagree."""
-    by_name = {layout.name: layout for layout in layouts}
-    missing = sorted(set(manifest) - set(by_name))
-    extra = sorted(set(by_name) - set(manifest))
-    if missing:
-        raise ValueError(f"{CONFIG_NAME} anchors tensor {missing[0]!r}, which the {what} does not have as a targeted parameter")
-    if extra:
-        raise ValueError(f"the {what} has targeted parameter {extra[0]!r}, which {CONFIG_NAME} does not anchor")
-    for name, layout in by_name.items():
-        entry = manifest[name]
-        if tuple(entry["shape"]) != layout.shape:
-            raise ValueError(
-                f"tensor {name!r}: {CONFIG_NAME} says shape {tuple(entry['shape'])}, the {what} has {layout.shape}"
-            )
-        if entry.get("unit_dim") != layout.unit_dim:
-            raise ValueError(
-                f"tensor {name!r}: {CONFIG_NAME} anchors along unit_dim {entry.get('unit_dim')}, "
-                f"the {what} along {layout.unit_dim}"
-            )

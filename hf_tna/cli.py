@@ -12,11 +12,11 @@ import sys
 
 # subcommand name -> module that defines `add_parser(subparsers)`
 SUBCOMMANDS = {
-    "soup": "hf_tna.fusion_cli",
-    "interpolate": "hf_tna.fusion_cli",
-    "barrier": "hf_tna.fusion_cli",
+    "soup": "hf_tna.merge.cli",
+    "interpolate": "hf_tna.merge.cli",
+    "barrier": "hf_tna.merge.cli",
     "verify": "hf_tna.verify",
-    "coldfuse": "hf_tna.coldfuse_run",
+    "coldfuse": "hf_tna.coldfuse.cli",
 }
 
 

@@ -16,7 +16,14 @@ from __future__ import annotations
 
 import torch
 
-from .anchors import AnchorSpec, TensorLayout, anchor_mask, anchored_units, build_layouts, manifest_entry
+from .anchors import (
+    AnchorSpec,
+    TensorLayout,
+    anchor_mask,
+    anchored_units,
+    build_layouts,
+)
+from .manifest import manifest_entry
 
 
 class ParamAnchor:

@@ -16,14 +16,12 @@ from transformers import Trainer
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from .anchors import (
+from .anchors import AnchorSpec, build_layouts, unwrap_model
+from .manifest import (
     CONFIG_NAME,
-    AnchorSpec,
     TNAFileConfig,
-    build_layouts,
     check_layouts_match,
     manifest_entry,
-    unwrap_model,
 )
 from .optimizer import AnchoredOptimizer
 from .tna_config import TNAConfig

@@ -8,15 +8,13 @@ from pathlib import Path
 import torch
 
 from .anchors import (
-    CONFIG_NAME,
     AnchorSpec,
-    TNAFileConfig,
     anchored_values,
     build_layouts,
     checkpoint_names,
-    values_sha256,
 )
 from .io import CheckpointReader
+from .manifest import CONFIG_NAME, TNAFileConfig, values_sha256
 
 
 class _ModelTensors:

@@ -1,6 +1,6 @@
 """Shared test set-up. The environment below is set at import time, before any Hugging Face library is imported.
 
-- `HF_ENDPOINT` points at this process's loopback Hub test server (tests/hub_server.py). Its port is reserved now
+- `HF_ENDPOINT` points at this process's loopback Hub test server (tests/fixtures/hub_server.py). Its port is reserved now
   and it serves once a test asks for the `hub_server` fixture (before that, Hub calls are refused at once). Each
   pytest-xdist worker imports this file and gets its own server. Nothing reaches the public Hub.
 - `HF_HOME` is a fresh temporary folder (no real cache or token is touched); `HF_TOKEN` is a fake token, sent by
@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 
-from tests.hub_server import HubServer
+from tests.fixtures.hub_server import HubServer
 
 if "huggingface_hub" in sys.modules:
     raise RuntimeError(
@@ -57,7 +57,7 @@ def hub_server() -> Iterator[str]:
 @pytest.fixture
 def hub_store(hub_server):
     """A `HubStore` talking to the Hub test server."""
-    from hf_tna.store import HubStore
+    from hf_tna.hub import HubStore
 
     return HubStore(endpoint=hub_server, token=os.environ["HF_TOKEN"])
 
@@ -65,6 +65,6 @@ def hub_store(hub_server):
 @pytest.fixture
 def local_store(tmp_path):
     """A `LocalStore` in a fresh temporary folder."""
-    from hf_tna.store import LocalStore
+    from hf_tna.hub import LocalStore
 
     return LocalStore(tmp_path / "store")

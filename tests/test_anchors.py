@@ -9,15 +9,17 @@ from safetensors import safe_open
 
 from hf_tna import anchors as anchors_mod
 from hf_tna.anchors import (
-    CONFIG_NAME,
     AnchorSpec,
     TensorLayout,
-    TNAFileConfig,
     anchor_mask,
     build_layouts,
-    check_layouts_match,
     draw_anchored,
     hash_counters,
+)
+from hf_tna.manifest import (
+    CONFIG_NAME,
+    TNAFileConfig,
+    check_layouts_match,
     manifest_entry,
 )
 from tests.common import build_tiny_bert

@@ -20,19 +20,25 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from hf_tna import cli
-from hf_tna.anchors import AnchorSpec, TNAFileConfig, anchor_mask, layout_from_manifest
-from hf_tna.coldfuse import (
+from hf_tna.anchors import AnchorSpec, anchor_mask
+from hf_tna.coldfuse.contributor import ContributionTraining, TaskData, train_contribution
+from hf_tna.coldfuse.fuser import fuse_round
+from hf_tna.coldfuse.repo import (
     CONTRIBUTION_NAME,
     STATE_NAME,
     contribution_branch,
-    fuse_round,
     load_round_base,
     read_state,
     round_tag,
 )
-from hf_tna.coldfuse_data import ContributionTraining, TaskData, train_contribution
-from hf_tna.coldfuse_run import contribute, init_coldfuse, publish_contribution, run_coldfuse
-from hf_tna.fusion import average_tensors
+from hf_tna.coldfuse.runner import (
+    contribute,
+    init_coldfuse,
+    publish_contribution,
+    run_coldfuse,
+)
+from hf_tna.manifest import TNAFileConfig, layout_from_manifest
+from hf_tna.merge.ops import average_tensors
 from hf_tna.verify import verify_anchors
 from tests.common import build_tiny_bert, build_tiny_gpt2
 
@@ -201,7 +207,7 @@ def test_no_valid_contribution_writes_nothing(local_store, repo_id, tmp_path):
 
 
 def test_resume_after_crash_between_uploads(store, repo_id, monkeypatch):
-    import hf_tna.coldfuse_run as run_module
+    import hf_tna.coldfuse.runner as run_module
 
     trained = []
     real_train = run_module.train_contribution

@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from hf_tna.data import find_fashion_mnist, load_digits_uint8, read_idx
+from hf_tna.example_data import find_fashion_mnist, load_digits_uint8, read_idx
 
 
 def write_idx(path, array):

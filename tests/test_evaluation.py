@@ -1,4 +1,4 @@
-"""Evaluators (hf_tna.evaluation) and the commands that use them: `hf-tna barrier`, greedy `hf-tna soup`."""
+"""Evaluators (hf_tna.merge.evaluation) and the commands that use them: `hf-tna barrier`, greedy `hf-tna soup`."""
 
 import json
 
@@ -7,10 +7,14 @@ import torch
 import yaml
 
 from hf_tna import cli
-from hf_tna.evaluation import Evaluator, build_evaluator, build_score_fn, load_metric
 from hf_tna.io import CheckpointReader
-
-from .common import build_tiny_bert, build_tiny_vit, text_dataset
+from hf_tna.merge.evaluation import (
+    Evaluator,
+    build_evaluator,
+    build_score_fn,
+    load_metric,
+)
+from tests.common import build_tiny_bert, build_tiny_vit, text_dataset
 
 WORDS = ["good", "bad", "fine", "awful", "great", "poor"]
 

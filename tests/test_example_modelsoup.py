@@ -64,7 +64,7 @@ def test_results_table_has_every_row_and_files(run):
 
 @pytest.mark.slow
 def test_anchored_ingredients_keep_anchors_vanilla_ones_do_not(run):
-    from hf_tna.anchors import TNAFileConfig
+    from hf_tna.manifest import TNAFileConfig
     from hf_tna.verify import verify_anchors
 
     work, results = run
@@ -82,7 +82,8 @@ def test_anchored_ingredients_keep_anchors_vanilla_ones_do_not(run):
 
 @pytest.mark.slow
 def test_uniform_soup_of_anchored_ingredients_keeps_anchors_bitwise(run):
-    from hf_tna.anchors import TNAFileConfig, anchor_mask
+    from hf_tna.anchors import anchor_mask
+    from hf_tna.manifest import TNAFileConfig
 
     work, results = run
     soup = Path(results["sets"]["anchored"]["uniform"]["folder"])

@@ -16,7 +16,8 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx  # noqa: E
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from hf_tna.anchors import AnchorSpec  # noqa: E402
-from hf_tna.federated import (  # noqa: E402
+from hf_tna.federated.client import load_arrays, run_local_training, run_train_message  # noqa: E402
+from hf_tna.federated.server import (  # noqa: E402
     CONFIG_SPEC_KEY,
     AnchoredStrategy,
     anchor_layouts,
@@ -24,7 +25,6 @@ from hf_tna.federated import (  # noqa: E402
     read_train_config,
     round_spec,
 )
-from hf_tna.federated_client import load_arrays, run_local_training, run_train_message  # noqa: E402
 from tests.common import build_mlp as _build_mlp  # noqa: E402
 
 torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""Streamed, validated soups of real (tiny) checkpoints: hf_tna.soup, hf_tna.lora_soup, the soup CLI."""
+"""Streamed, validated soups of real (tiny) checkpoints: hf_tna.merge.soup, hf_tna.merge.lora, the soup CLI."""
 
 import json
 import os
@@ -11,13 +11,13 @@ import yaml
 from safetensors import safe_open
 
 from hf_tna import cli
-from hf_tna.anchors import AnchorSpec, TNAFileConfig, anchor_mask, build_layouts, manifest_entry
-from hf_tna.ingredients import checkpoint_state_dict
+from hf_tna.anchors import AnchorSpec, anchor_mask, build_layouts
 from hf_tna.io import CheckpointReader
-from hf_tna.soup import build_soup, interpolate_checkpoints
+from hf_tna.manifest import TNAFileConfig, manifest_entry
+from hf_tna.merge.ingredients import checkpoint_state_dict
+from hf_tna.merge.soup import build_soup, interpolate_checkpoints
 from hf_tna.verify import verify_anchors
-
-from .common import build_tiny_bert, build_tiny_vit
+from tests.common import build_tiny_bert, build_tiny_vit
 
 SPEC = AnchorSpec(ratio=0.4, seed=3)
 SHARD = "4KB"
@@ -318,7 +318,7 @@ def test_store_push_and_download_round_trip(ckpts, tmp_path, which, request):
 
 
 def test_chunked_streaming_equals_whole_tensor_fusion(ckpts, tmp_path, monkeypatch):
-    from hf_tna import fusion, soup
+    from hf_tna.merge import ops, soup
 
     monkeypatch.setattr(soup, "CHUNK_ELEMENTS", 37)  # many chunks per tensor, ragged ends
     srcs = [ckpts[f"bert{i}"] for i in range(3)]
@@ -326,11 +326,11 @@ def test_chunked_streaming_equals_whole_tensor_fusion(ckpts, tmp_path, monkeypat
     build_soup([srcs[0]] * 3, tmp_path / "same", progress=False)
     interpolate_checkpoints(srcs[0], srcs[1], 0.3, tmp_path / "i", progress=False)
     sds = [_tensors(s) for s in srcs]
-    want = fusion.weighted_soup(sds, [1, 2, 3])
+    want = ops.weighted_soup(sds, [1, 2, 3])
     out, same, mid = _tensors(tmp_path / "w"), _tensors(tmp_path / "same"), _tensors(tmp_path / "i")
     assert all(torch.equal(out[k], want[k]) for k in want)
     assert all(torch.equal(same[k], sds[0][k]) for k in want)
-    assert all(torch.equal(mid[k], fusion.interpolate(sds[0], sds[1], 0.3)[k]) for k in want)
+    assert all(torch.equal(mid[k], ops.interpolate(sds[0], sds[1], 0.3)[k]) for k in want)
 
 
 def test_unknown_ingredient_named(ckpts, tmp_path, local_store):

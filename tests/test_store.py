@@ -1,4 +1,4 @@
-"""hf_tna.store: the same suite against LocalStore and HubStore (on the loopback Hub test server), plus the real
+"""hf_tna.hub: the same suite against LocalStore and HubStore (on the loopback Hub test server), plus the real
 huggingface_hub / transformers clients against that server."""
 
 import os
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from hf_tna.store import (
+from hf_tna.hub import (
     HubStore,
     LocalStore,
     RepoNotFoundError,
@@ -215,12 +215,13 @@ def test_parse_repo_ref_and_open_store(tmp_path, hub_server):
 
 def test_local_store_two_processes_commit_at_once(local_store):
     local_store.create_repo("tester/multi")
-    # load store.py on its own (it imports nothing of hf_tna): the package import would cost seconds of torch
+    # load hf_tna/hub on its own (it imports nothing else of hf_tna): the package import would cost seconds of torch
     script = textwrap.dedent(f"""
-        import importlib.util, sys
-        spec = importlib.util.spec_from_file_location("store", {str(ROOT / "hf_tna" / "store.py")!r})
-        store_module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(store_module)
+        import importlib, sys, types
+        package = types.ModuleType("hub_alone")
+        package.__path__ = [{str(ROOT / "hf_tna" / "hub")!r}]
+        sys.modules["hub_alone"] = package
+        store_module = importlib.import_module("hub_alone.local")
         store = store_module.LocalStore({str(local_store.root)!r})
         for i in range(8):
             store.commit("tester/multi", {{f"p{{sys.argv[1]}}-{{i}}.txt": b"x"}}, "commit")

@@ -7,8 +7,9 @@ import torch
 from transformers import HfArgumentParser, Trainer, TrainingArguments
 
 from hf_tna import CONFIG_NAME, AnchorSpec, TNAConfig, TNATrainer, verify_anchors
-from hf_tna.anchors import TNAFileConfig, anchor_mask, build_layouts
+from hf_tna.anchors import anchor_mask, build_layouts
 from hf_tna.cli import main as cli_main
+from hf_tna.manifest import TNAFileConfig
 from tests.common import build_tiny_bert, build_tiny_gpt2, build_tiny_vit, text_dataset
 
 

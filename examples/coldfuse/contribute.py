@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tasks import LOADERS, load_task  # noqa: E402
 
-from hf_tna.coldfuse_data import ContributionTraining  # noqa: E402
-from hf_tna.coldfuse_run import contribute  # noqa: E402
-from hf_tna.store import open_store  # noqa: E402
+from hf_tna.coldfuse.contributor import ContributionTraining  # noqa: E402
+from hf_tna.coldfuse.runner import contribute  # noqa: E402
+from hf_tna.hub import open_store  # noqa: E402
 
 
 def main(argv=None) -> int:

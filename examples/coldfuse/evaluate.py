@@ -20,7 +20,12 @@ import numpy as np
 import torch
 
 from hf_tna.anchors import AnchorSpec
-from hf_tna.coldfuse_data import ContributionTraining, TaskData, subsample, train_contribution
+from hf_tna.coldfuse.contributor import (
+    ContributionTraining,
+    TaskData,
+    subsample,
+    train_contribution,
+)
 
 _EMBED_CACHE: dict[tuple, np.ndarray] = {}
 

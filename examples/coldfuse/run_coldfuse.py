@@ -32,9 +32,10 @@ from evaluate import finetune_accuracy, forward_cost, plan_sizes, probe_accuracy
 from tasks import HELD_OUT_TASKS, SEEN_TASKS, load_task, minilm_path  # noqa: E402
 
 from hf_tna.anchors import AnchorSpec  # noqa: E402
-from hf_tna.coldfuse import fuse_round, load_round_base, round_tag  # noqa: E402
-from hf_tna.coldfuse_run import init_coldfuse  # noqa: E402
-from hf_tna.store import open_store  # noqa: E402
+from hf_tna.coldfuse.fuser import fuse_round  # noqa: E402
+from hf_tna.coldfuse.repo import load_round_base, round_tag  # noqa: E402
+from hf_tna.coldfuse.runner import init_coldfuse  # noqa: E402
+from hf_tna.hub import open_store  # noqa: E402
 
 VARIANTS = {"tna": None, "vanilla": 0.0}  # None: --anchor-ratio
 CONTRIBUTORS = {"tweet_sentiment": "ana", "chat_topic": "bo", "quote_language": "chen"}

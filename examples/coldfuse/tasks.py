@@ -20,7 +20,7 @@ import importlib.util
 import re
 from pathlib import Path
 
-from hf_tna.coldfuse_data import TaskData, task_from_examples
+from hf_tna.coldfuse.contributor import TaskData, task_from_examples
 
 FORTUNES = Path("/usr/share/games/fortunes")
 QUOTE_TOPICS = ("computers", "food", "law", "love", "medicine", "politics", "science", "sports")

@@ -8,7 +8,7 @@ Steps: (1) split the data once (`splits.npz`: pretrain / finetune / held-out val
 (2) train the shared base on `pretrain` (a new small ViT, or `--base_model` a folder or Hub id);
 (3) fine-tune K ingredients from the base on `finetune` with drawn hyperparameters (learning rate, weight
 decay, label smoothing, augmentation, seed), once with `TNATrainer` (anchors) and once with plain `Trainer`,
-same hyperparameters; (4) uniform and greedy soups of each set with `hf_tna.soup.build_soup`; (5) check the
+same hyperparameters; (4) uniform and greedy soups of each set with `hf_tna.merge.soup.build_soup`; (5) check the
 anchors with `hf_tna.verify.verify_anchors`, score everything on held-out and test, and write
 `results.json`, `results.md` and `modelsoup.png`; (6) optionally push a soup with `--push_to_hub REPO`.
 Finished steps are reused when the script is run again with the same settings.
@@ -169,7 +169,7 @@ class SoupExperimentConfig:
     )
     eval_backend: str = field(
         default="auto",
-        metadata={"help": "hf (hf_tna.evaluation), torch, or auto.", "choices": ["auto", "hf", "torch"]},
+        metadata={"help": "hf (hf_tna.merge.evaluation), torch, or auto.", "choices": ["auto", "hf", "torch"]},
     )
     eval_batch_size: int = field(default=512, metadata={"help": "Evaluation batch size."})
     work_dir: str | None = field(
@@ -409,7 +409,7 @@ def model_summary(base: Path) -> dict:
 
 
 def make_soups(folders: list[Path], soup_dir: Path, score_fn) -> dict:
-    from hf_tna.soup import build_soup
+    from hf_tna.merge.soup import build_soup
 
     out = {}
     with warnings.catch_warnings():
@@ -436,7 +436,7 @@ def run_experiment(cfg: SoupExperimentConfig, command: str = "") -> dict:
     from soup_eval import anchors_report, build_evaluator, resolve_eval_backend, save_eval_dataset, score_folder
     from transformers.utils import logging as hf_logging
 
-    from hf_tna.anchors import TNAFileConfig
+    from hf_tna.manifest import TNAFileConfig
 
     hf_logging.set_verbosity_warning()
     hf_logging.disable_progress_bar()
@@ -500,7 +500,7 @@ def run_experiment(cfg: SoupExperimentConfig, command: str = "") -> dict:
         )
         for split in ("val", "test")
     }
-    from hf_tna.evaluation import build_score_fn
+    from hf_tna.merge.evaluation import build_score_fn
 
     score_fn = build_score_fn(evaluators["val"], "accuracy")
     if backend == "hf" and not (work / "val_dataset").exists():  # for `hf-tna soup --method greedy --dataset`
@@ -555,7 +555,7 @@ def run_experiment(cfg: SoupExperimentConfig, command: str = "") -> dict:
     results["runtime_s"] = timings
 
     if cfg.push_to_hub:
-        from hf_tna.soup import push_folder
+        from hf_tna.merge.soup import push_folder
 
         set_name, method = cfg.push_soup.split("_")
         results["hub"] = push_folder(

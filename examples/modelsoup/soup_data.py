@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hf_tna.data import (  # noqa: F401  (re-exported for the example's other modules)
+from hf_tna.example_data import (  # noqa: F401  (re-exported for the example's other modules)
     FASHION_MNIST_FILES,
     find_fashion_mnist,
     load_digits_uint8,

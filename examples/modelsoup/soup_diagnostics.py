@@ -4,7 +4,7 @@
 
 For each set (anchored, vanilla), from the run's checkpoints and splits (no training):
 - distance of each ingredient from the base (relative L2 over all weights) and between ingredients;
-- every ingredient pair's midpoint (`hf_tna.fusion.lmc_curve` with 3 points, `lmc_barrier`) on held-out data:
+- every ingredient pair's midpoint (`hf_tna.merge.ops.lmc_curve` with 3 points, `lmc_barrier`) on held-out data:
   the midpoint's loss and accuracy minus the mean of the two endpoints' (accuracy gap > 0: averaging the two
   weights beats the mean of the two models), and how many pairs have an accuracy barrier;
 - held-out and test accuracy of the uniform soup of `--subset` (ingredient indices), e.g. the ingredients
@@ -37,7 +37,7 @@ def run_diagnostics(work: Path, subset: list[int] | None = None, eval_backend: s
     from soup_data import load_splits
     from soup_eval import build_evaluator, read_state_dict
 
-    from hf_tna.fusion import lmc_barrier, lmc_curve, uniform_soup
+    from hf_tna.merge.ops import lmc_barrier, lmc_curve, uniform_soup
 
     torch.set_num_threads(1)
     results = json.loads((work / "results.json").read_text())

@@ -2,7 +2,7 @@
 
 Two evaluator back ends with one interface, ``evaluator(state_dict) -> (mean loss, accuracy)``:
 
-- "hf": `hf_tna.evaluation.Evaluator` over a `datasets.Dataset` of pixel values (needs `datasets` and
+- "hf": `hf_tna.merge.evaluation.Evaluator` over a `datasets.Dataset` of pixel values (needs `datasets` and
   `evaluate`; runs on CPU), the project's own evaluator;
 - "torch": `TorchEvaluator` below, plain tensors on any device (GPU machines without `datasets`).
 """
@@ -98,7 +98,7 @@ def build_evaluator(
     if backend == "hf":
         import datasets
 
-        from hf_tna.evaluation import Evaluator
+        from hf_tna.merge.evaluation import Evaluator
 
         dataset = datasets.Dataset.from_dict({"pixel_values": pixel_values.numpy(), "label": y.numpy()})
         return Evaluator(model, dataset, task="image-classification", batch_size=batch_size)

@@ -11,7 +11,8 @@ import torch
 from transformers import TrainingArguments
 
 from hf_tna import AnchorSpec, TNATrainer
-from hf_tna.anchors import anchor_mask, values_sha256
+from hf_tna.anchors import anchor_mask
+from hf_tna.manifest import values_sha256
 from tests.common import build_tiny_bert, text_dataset
 
 

@@ -6,7 +6,7 @@ import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from hf_tna.federated_client import run_train_message, train_config
+from hf_tna.federated.client import run_train_message, train_config
 from tna_fl_app.task import FLSettings, build_model, client_data
 
 app = ClientApp()

@@ -12,7 +12,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx
 
 from hf_tna.anchors import AnchorSpec
-from hf_tna.federated import AnchoredStrategy, anchor_layouts
+from hf_tna.federated.server import AnchoredStrategy, anchor_layouts
 from tna_fl_app.task import FLSettings, accuracy, build_model, test_data
 
 app = ServerApp()

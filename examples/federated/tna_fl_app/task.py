@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hf_tna.data import FASHION_MNIST_FILES, load_fashion_mnist
+from hf_tna.example_data import FASHION_MNIST_FILES, load_fashion_mnist
 
 METHODS = ("fedavg", "fedpfn", "fedpnu")
 SERVER_STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedprox")

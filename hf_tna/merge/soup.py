@@ -1,7 +1,7 @@
 """Model soups of real checkpoints: validated, streamed, written atomically with their recipe and card.
 
 Ingredients are checkpoint folders, Hub repo ids (``org/name`` or ``org/name@revision``, through
-`hf_tna.store`), in-memory models or state dicts. Uniform/weighted soups and interpolations stream
+`hf_tna.hub`), in-memory models or state dicts. Uniform/weighted soups and interpolations stream
 every tensor in chunks (`CHUNK_ELEMENTS`) read with plain file reads into reused buffers and written
 straight into planned shards, so memory holds a few chunks whatever the number and size of the
 ingredients; greedy soups and LoRA merges work tensor by tensor.
@@ -9,7 +9,7 @@ ingredients; greedy soups and LoRA merges work tensor by tensor.
 Everything that can be checked from headers and configs (architecture, key sets, shapes, dtypes, anchor
 spec, anchors intact) is checked before any output is made; values (NaN/inf) are checked as each tensor
 is read. The soup is written into a temporary folder beside the target and renamed at the end: a failed
-run leaves no output folder. PEFT LoRA adapters: see `hf_tna.lora_soup`.
+run leaves no output folder. PEFT LoRA adapters: see `hf_tna.merge.lora`.
 """
 
 from __future__ import annotations
@@ -26,16 +26,26 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .anchors import TNAFileConfig, layout_from_manifest, manifest_entry
-from .fusion import average_tensors, check_weights, interpolate_tensors, is_excluded
-from .ingredients import Ingredient, IngredientTensors, load_ingredient, validate_soup_ingredients
-from .io import (
+from .._version import __version__
+from ..io import (
     ADAPTER_SAFE_WEIGHTS_NAME,
     SAFE_WEIGHTS_NAME,
     SAFETENSORS_DTYPES,
     ShardedSafetensorsWriter,
     safetensors_dtype,
+)
+from ..manifest import TNAFileConfig, layout_from_manifest, manifest_entry
+from .ingredients import (
+    Ingredient,
+    IngredientTensors,
+    load_ingredient,
+    validate_soup_ingredients,
+)
+from .ops import (
+    average_tensors,
+    check_weights,
+    interpolate_tensors,
+    is_excluded,
 )
 
 # files copied from the first ingredient (globs); weights, training state and custom code are not
@@ -137,7 +147,7 @@ def write_fused(
     """
     from tqdm.auto import tqdm
 
-    from .model_card import write_model_card, write_recipe
+    from .card import write_model_card, write_recipe
 
     dtype = _torch_dtype(dtype)
     with warnings.catch_warnings():
@@ -255,14 +265,14 @@ def build_soup(
 
     `ingredients`: folders, Hub repo ids (``org/name@rev``), models or state dicts. `weights` (weighted):
     one per ingredient. `score_fn(state_dict) -> float` (greedy; higher is better, on held-out data, e.g.
-    `hf_tna.evaluation.build_score_fn`). `exclude`: regex patterns of tensors not averaged but copied from
+    `hf_tna.merge.evaluation.build_score_fn`). `exclude`: regex patterns of tensors not averaged but copied from
     ingredient `exclude_from` (or dropped when None). `dtype`: output dtype (default: the inputs').
     The folder gets sharded safetensors, config/tokenizer files of the first ingredient,
     `fusion_recipe.yaml`, `tna_config.json` (when all ingredients share one anchor spec) and a README
     model card; it is written to a temporary folder and renamed at the end. `push_to_hub`: repo id to
-    upload the folder to, through `hf_tna.store`. PEFT LoRA adapter ingredients: `lora_mode="merged"`
+    upload the folder to, through `hf_tna.hub`. PEFT LoRA adapter ingredients: `lora_mode="merged"`
     (exact; needs `base`, writes a full model) or `"factors"` (A and B averaged apart; not exact, warns);
-    see `hf_tna.lora_soup`.
+    see `hf_tna.merge.lora`.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -337,15 +347,15 @@ def chunk_averager(ingredients: Sequence[Ingredient], weights=None, normalize: b
 
 
 def _lora_setup(loaded, base, lora_mode, method, weights, normalize, exclude, store, allow_pickle):
-    from . import lora_soup
+    from . import lora
 
-    if lora_mode not in lora_soup.LORA_MODES:
-        raise ValueError(f"lora_mode must be one of {lora_soup.LORA_MODES}, got {lora_mode!r}")
+    if lora_mode not in lora.LORA_MODES:
+        raise ValueError(f"lora_mode must be one of {lora.LORA_MODES}, got {lora_mode!r}")
     if method == "greedy" or exclude or not normalize:
         raise ValueError("PEFT adapter soups support methods uniform and weighted, normalized, without exclude")
-    lora_soup.check_adapters(loaded)
+    lora.check_adapters(loaded)
     if lora_mode == "factors":
-        lora_soup.warn_factors()
+        lora.warn_factors()
         views = [IngredientTensors(ing) for ing in loaded]
         return (lambda key: average_tensors((v[key] for v in views), weights)), {
             "recipe": {"lora_mode": "factors"}, "weights_name": ADAPTER_SAFE_WEIGHTS_NAME, "max_shard_size": 2**62}
@@ -355,11 +365,11 @@ def _lora_setup(loaded, base, lora_mode, method, weights, normalize, exclude, st
     base_ing = load_ingredient(base, len(loaded), store, allow_pickle)
     base_ing.name = f"base ({base_ing.source})"
     recipe = {"lora_mode": "merged", "base_model": {"model": base_ing.source, "revision": base_ing.revision}}
-    return lora_soup.merged_fuse(loaded, base_ing, weights), {"recipe": recipe, "template": base_ing}
+    return lora.merged_fuse(loaded, base_ing, weights), {"recipe": recipe, "template": base_ing}
 
 
 def _greedy(loaded, score_fn, exclude, exclude_from, dtype, require_anchors, verify):
-    from .fusion import greedy_soup
+    from .ops import greedy_soup
 
     validate_soup_ingredients(loaded, require_anchors, verify, _torch_dtype(dtype))
     views = [IngredientTensors(ing) for ing in loaded]
@@ -389,7 +399,7 @@ def interpolate_checkpoints(a, b, alpha: float, output_dir, **kwargs) -> dict:
 def push_folder(folder, repo_id: str, store=None, revision: str = "main", private: bool = False,
                 message: str = "hf_tna soup") -> dict:
     """Upload a soup folder to a Hub repo (created if needed) through the store; return repo and sha."""
-    from .store import open_store, parse_repo_ref
+    from ..hub import open_store, parse_repo_ref
 
     store = open_store(store) if store is None or isinstance(store, str) else store
     repo, rev = parse_repo_ref(repo_id)

@@ -1,150 +1,33 @@
-"""ColD fusion through a Hub repository (Don-Yehiya et al., ACL 2023), with fixed neuron anchors.
-
-Each round every contributor downloads the round's base, fine-tunes it on its own task and uploads the
-body; the fuser validates the contributions and averages them into the next base. Where things live:
-
-- base repository, branch `main`: the current base (`model.safetensors`, config, tokenizer),
-  `tna_config.json` (the round's anchor spec and the manifest of the base's anchored values),
-  `coldfuse_state.json` (round, anchor settings, what was fused, parent revision) and the model card.
-  Tag `round-R` marks the commit holding the base of round R. Only the fuser writes `main` and the tags.
-- contributions: branch `contrib/round-R/<contributor>` of the base repository (or of a contributor's
-  own repository, named to the fuser), created from the round's base commit: model weights of the body,
-  `tna_config.json`, `coldfuse_contribution.json` (base revision started from, round, anchor spec, task,
-  number of examples, metrics). Each contributor writes only its own branch, so concurrent contributors
-  never race; the fuser pins each contribution by commit sha and records `repo@sha`.
-
-Fusing is idempotent (a round already fused is reported, nothing is written) and resumable: the state
-commit on `main` and the `round-R+1` tag are the only writes, and a crash between them is repaired by
-the next run. Initialising a base, contributing and whole runs (`run_coldfuse`) are in
-`hf_tna.coldfuse_run`; the contributor's fine-tuning is in `hf_tna.coldfuse_data`.
-"""
+"""The fuser: validates a round's contributions and averages them into the next base."""
 
 from __future__ import annotations
 
 import json
-import re
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from . import __version__
-from .anchors import (
-    CONFIG_NAME,
-    AnchorSpec,
-    TNAFileConfig,
-    anchor_mask,
-    anchored_units,
-    layout_from_manifest,
-    manifest_entry,
+from .._version import __version__
+from ..anchors import AnchorSpec, anchor_mask, anchored_units
+from ..hub import StaleParentError
+from ..io import ShardedSafetensorsWriter, StreamingCheckpointReader
+from ..manifest import CONFIG_NAME, TNAFileConfig, layout_from_manifest, manifest_entry
+from ..merge.ops import average_tensors, check_finite, check_tensor_specs
+from .card import model_card
+from .repo import (
+    CONTRIBUTION_NAME,
+    STATE_FORMAT,
+    STATE_NAME,
+    WEIGHTINGS,
+    RoundBase,
+    _json,
+    gather_contributions,
+    latest_round,
+    load_round_base,
+    read_json_file,
+    read_state,
+    round_spec,
+    round_tag,
 )
-from .coldfuse_card import model_card
-from .fusion import average_tensors, check_finite, check_tensor_specs
-from .io import ShardedSafetensorsWriter, StreamingCheckpointReader
-from .store import RevisionNotFoundError, StaleParentError, parse_repo_ref
-
-STATE_NAME = "coldfuse_state.json"
-CONTRIBUTION_NAME = "coldfuse_contribution.json"
-STATE_FORMAT = "hf_tna-coldfuse-v1"
-WEIGHTINGS = ("uniform", "examples")
-CONTRIBUTOR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,95}$")
-WEIGHT_FILES = ("model.safetensors", "model-*.safetensors", "model.safetensors.index.json")
-
-
-def round_tag(round: int) -> str:
-    return f"round-{int(round)}"
-
-
-def contribution_branch(round: int, contributor: str) -> str:
-    if not CONTRIBUTOR_RE.match(str(contributor)):
-        raise ValueError(f"contributor name {contributor!r} is not valid: use letters, digits, '-', '_', '.'")
-    return f"contrib/round-{int(round)}/{contributor}"
-
-
-def round_spec(state: dict, round: int) -> AnchorSpec:
-    """The anchor spec of `round`: the state's spec, re-drawn per round when `redraw_anchors`."""
-    spec = AnchorSpec.from_dict(state["anchor_spec"])
-    return spec.for_round(round) if state.get("redraw_anchors") else spec
-
-
-def _json(data: dict) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
-
-
-def read_json_file(store, repo_id: str, path: str, revision: str) -> dict | None:
-    """A JSON file of a revision, or None when it does not exist."""
-    try:
-        raw = store.read_file(repo_id, path, revision)
-    except FileNotFoundError:
-        return None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} in {repo_id}@{revision} is not valid JSON: {err}") from None
-
-
-def read_state(store, repo_id: str, revision: str = "main") -> dict:
-    state = read_json_file(store, repo_id, STATE_NAME, revision)
-    if state is None or state.get("format") != STATE_FORMAT:
-        raise ValueError(f"{repo_id}@{revision} is not a ColD fusion base: no {STATE_NAME} of format {STATE_FORMAT} "
-                         "(create one with `hf-tna coldfuse init`)")
-    return state
-
-
-def latest_round(store, repo_id: str) -> int:
-    """The round whose base is the newest tagged one."""
-    rounds = [int(t.split("-", 1)[1]) for t in store.list_refs(repo_id)["tags"] if re.fullmatch(r"round-\d+", t)]
-    if not rounds:
-        raise ValueError(f"{repo_id} has no round tag: initialise it with `hf-tna coldfuse init`")
-    return max(rounds)
-
-
-@dataclass
-class RoundBase:
-    """The base of one round: its commit, state, anchor spec and (once downloaded) folder."""
-
-    repo_id: str
-    round: int
-    sha: str
-    state: dict
-    spec: AnchorSpec
-    folder: Path | None = None
-    tna: TNAFileConfig | None = None
-
-
-def load_round_base(store, repo_id: str, round: int, download: bool = True) -> RoundBase:
-    """Resolve tag `round-R` and read its state (and download its files when `download`)."""
-    try:
-        sha = store.resolve(repo_id, round_tag(round))
-    except RevisionNotFoundError:
-        raise ValueError(f"round {round} of {repo_id} has no base: tag {round_tag(round)} does not exist (latest "
-                         f"round: {latest_round(store, repo_id)}); fuse the rounds before it first") from None
-    state = read_state(store, repo_id, sha)
-    if int(state["round"]) != int(round):
-        raise ValueError(f"{repo_id}@{round_tag(round)} holds the state of round {state['round']}, not {round}")
-    base = RoundBase(repo_id, int(round), sha, state, round_spec(state, round))
-    if download:
-        folder, _ = store.download(repo_id, sha)
-        base.folder = Path(folder)
-        base.tna = TNAFileConfig.load(base.folder)
-        if base.tna.spec != base.spec:
-            raise ValueError(f"{repo_id}@{round_tag(round)}: {CONFIG_NAME} has spec {base.tna.spec}, the state says "
-                             f"{base.spec}")
-    return base
-
-
-# --------------------------------------------------------------------------------------------------
-# Gathering and validating contributions
-# --------------------------------------------------------------------------------------------------
-def gather_contributions(store, repo_id: str, round: int, extra=()) -> list[dict]:
-    """Branches `contrib/round-R/*` of the base repo plus `extra` (``repo@ref``), each pinned to a sha."""
-    prefix = f"contrib/round-{int(round)}/"
-    found = [{"contributor": b[len(prefix):], "repo": repo_id, "ref": b, "sha": sha}
-             for b, sha in store.list_refs(repo_id)["branches"].items() if b.startswith(prefix)]
-    for item in extra:
-        repo, ref = parse_repo_ref(item)
-        ref = ref or contribution_branch(round, repo.split("/")[1])
-        found.append({"contributor": ref.rsplit("/", 1)[-1], "repo": repo, "ref": ref, "sha": store.resolve(repo, ref)})
-    return sorted(found, key=lambda c: (c["repo"], c["ref"]))
 
 
 class ContributionRejected(ValueError):
@@ -375,7 +258,7 @@ def write_fused_base(base: RoundBase, folders: list[Path], weights: list[float],
     the next round's `tna_config.json`, the state and the model card."""
     from tqdm.auto import tqdm
 
-    from .soup import copy_side_files
+    from ..merge.soup import copy_side_files
 
     out.mkdir(parents=True)
     readers = [StreamingCheckpointReader(f) for f in folders]

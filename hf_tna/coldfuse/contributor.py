@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-from .anchors import AnchorSpec, TNAFileConfig, checkpoint_names, unwrap_model
+from ..anchors import AnchorSpec, checkpoint_names, unwrap_model
+from ..manifest import TNAFileConfig
 
 
 # --------------------------------------------------------------------------------------------------
@@ -58,11 +59,11 @@ def task_from_examples(name: str, texts, labels, eval_fraction: float = 0.2, see
 
 def load_task_file(name: str, train_path, eval_path=None, text_column: str = "text", label_column: str = "label",
                    eval_fraction: float = 0.2, seed: int = 0) -> TaskData:
-    """A `TaskData` from csv/json/parquet files or `save_to_disk` folders (`hf_tna.evaluation.load_split`).
+    """A `TaskData` from csv/json/parquet files or `save_to_disk` folders (`hf_tna.merge.evaluation.load_split`).
 
     Without `eval_path`, `eval_fraction` of the training rows are held out for the contribution's metrics.
     """
-    from .evaluation import load_split
+    from ..merge.evaluation import load_split
 
     def columns(path):
         data = load_split(str(path), split="train")
@@ -141,7 +142,7 @@ class ContributionTraining:
 # Training
 # --------------------------------------------------------------------------------------------------
 def _trainer_class():
-    from .tna_trainer import TNATrainer
+    from ..tna_trainer import TNATrainer
 
     class BodyAnchoredTrainer(TNATrainer):
         """`TNATrainer` whose anchors cover `model.base_model` (the body) under the body's checkpoint names,
@@ -189,7 +190,7 @@ def train_contribution(base_folder, task: TaskData, spec: AnchorSpec, output_dir
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, set_seed
     from transformers.utils import logging as hf_logging
 
-    from .tna_config import TNAConfig
+    from ..tna_config import TNAConfig
 
     output_dir = Path(output_dir)
     tokenizer = None

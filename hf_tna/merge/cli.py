@@ -1,4 +1,4 @@
-"""`hf-tna soup`, `hf-tna interpolate`, `hf-tna barrier`: the command line of hf_tna.soup.
+"""`hf-tna soup`, `hf-tna interpolate`, `hf-tna barrier`: the command line of hf_tna.merge.soup.
 
     hf-tna soup ckpt_a ckpt_b org/c@v2 --output soup/ [--method weighted --weights 1 2 1] [--dtype bfloat16]
     hf-tna soup --recipe recipe.yaml --output soup/          # mergekit-like YAML recipe
@@ -23,7 +23,7 @@ def _common(p, what):
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip checking anchors against hashes")
     p.add_argument("--allow-pickle", action="store_true", help="accept pickle (.bin) weights: they can run code")
     p.add_argument("--trust-remote-code", action="store_true", help="copy and run custom model code")
-    p.add_argument("--store", default=None, help="where Hub repo ids are read from and pushed to (hf_tna.store)")
+    p.add_argument("--store", default=None, help="where Hub repo ids are read from and pushed to (hf_tna.hub)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -86,7 +86,7 @@ def add_parser(subparsers):
 
 
 def _recipe_args(args) -> dict:
-    from .model_card import load_recipe
+    from .card import load_recipe
 
     recipe = load_recipe(args.recipe) if args.recipe else {}
     models, weights = [], []
@@ -170,8 +170,8 @@ def run_interpolate(args) -> int:
 def run_barrier(args) -> int:
     import warnings
 
-    from .fusion import lmc_barrier, lmc_curve
     from .ingredients import IngredientTensors, load_ingredient, validate_soup_ingredients
+    from .ops import lmc_barrier, lmc_curve
 
     a, b = (load_ingredient(ref, i, args.store) for i, ref in enumerate((args.a, args.b)))
     with warnings.catch_warnings(record=True) as caught:
@@ -219,6 +219,6 @@ def plot_curve(curve: dict, report: dict, path) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from .cli import main
+    from ..cli import main
 
     sys.exit(main())

@@ -16,9 +16,15 @@ from pathlib import Path
 
 import torch
 
-from .anchors import CONFIG_NAME, TNAFileConfig, anchored_values, layout_from_manifest, values_sha256
-from .fusion import check_finite, check_tensor_specs
-from .io import PICKLE_WEIGHTS_NAMES, StreamingCheckpointReader, safetensors_dtype
+from ..anchors import anchored_values
+from ..io import PICKLE_WEIGHTS_NAMES, StreamingCheckpointReader, safetensors_dtype
+from ..manifest import (
+    CONFIG_NAME,
+    TNAFileConfig,
+    layout_from_manifest,
+    values_sha256,
+)
+from .ops import check_finite, check_tensor_specs
 
 CONFIG_JSON = "config.json"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
@@ -75,7 +81,7 @@ class Ingredient:
 
 
 class IngredientTensors(Mapping):
-    """`Mapping` view of an ingredient for `hf_tna.fusion`: each lookup reads (and checks) one tensor."""
+    """`Mapping` view of an ingredient for `hf_tna.merge.ops`: each lookup reads (and checks) one tensor."""
 
     def __init__(self, ingredient: Ingredient):
         self.ingredient = ingredient
@@ -92,7 +98,7 @@ class IngredientTensors(Mapping):
 
 def checkpoint_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A model's tensors under their saved checkpoint names (what `save_pretrained` would write)."""
-    from .anchors import strip_wrapper_prefixes, unwrap_model
+    from ..anchors import strip_wrapper_prefixes, unwrap_model
 
     model = unwrap_model(model)
     if getattr(model, "peft_config", None) is not None:
@@ -148,7 +154,7 @@ def load_ingredient(source, index: int = 0, store=None, allow_pickle: bool = Fal
     if not folder.is_dir():
         if text.startswith((".", "/", "~")) or text.count("/") != 1 or text.endswith("/"):
             raise FileNotFoundError(f"ingredient {index}: {text} is neither a folder nor a Hub repo id (org/name[@rev])")
-        from .store import open_store, parse_repo_ref
+        from ..hub import open_store, parse_repo_ref
 
         store = open_store(store) if store is None or isinstance(store, str) else store
         repo_id, rev = parse_repo_ref(text)
@@ -248,7 +254,7 @@ def validate_soup_ingredients(
 def _verify_anchors(ing: Ingredient) -> None:
     """Anchored entries of an ingredient still match the manifest hashes, else ValueError."""
     if ing.folder is not None and ing.reader is not None:
-        from .verify import verify_anchors
+        from ..verify import verify_anchors
 
         report = verify_anchors(ing.folder, config=ing.tna)
         bad = [k for k, t in report["tensors"].items() if t.get("hash_ok") is False or t.get("num_drifted")]

@@ -22,9 +22,15 @@ import torch
 import torch.nn.functional as F
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-from .anchors import AnchorSpec
-from .federated import CONFIG_COMPACT_KEY, anchor_layouts, anchor_masks, compact_arrays, read_train_config
-from .optimizer import AnchoredOptimizer
+from ..anchors import AnchorSpec
+from ..optimizer import AnchoredOptimizer
+from .server import (
+    CONFIG_COMPACT_KEY,
+    anchor_layouts,
+    anchor_masks,
+    compact_arrays,
+    read_train_config,
+)
 
 __all__ = [
     "build_train_reply",

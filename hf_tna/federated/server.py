@@ -11,7 +11,7 @@ Two methods (Li et al., arXiv 2402.01342, section on federated learning):
 
 `AnchoredStrategy(strategy, spec, layouts, mode=...)` wraps any `flwr.serverapp.strategy.Strategy` (FedAvg,
 FedAvgM, FedAdam, FedProx, ...). It adds the anchor spec and round to each round's train `ConfigRecord`
-and passes everything else to the inner strategy. Clients (`hf_tna.federated_client`) train with
+and passes everything else to the inner strategy. Clients (`hf_tna.federated.client`) train with
 `AnchoredOptimizer` and upload only the non-anchored entries; the server, which knows the anchors, scatters
 them back from the round's global model before the inner strategy aggregates. Exactness:
 
@@ -41,7 +41,13 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore import log
 
-from .anchors import AnchorSpec, TensorLayout, anchor_mask, build_layouts, unwrap_model
+from ..anchors import (
+    AnchorSpec,
+    TensorLayout,
+    anchor_mask,
+    build_layouts,
+    unwrap_model,
+)
 
 MODES = ("fedpfn", "fedpnu")
 # ConfigRecord keys the wrapper adds to each round's train configuration.

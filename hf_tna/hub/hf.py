@@ -1,4 +1,4 @@
-"""`HubStore`: the `Store` interface (see `hf_tna.store`) on the Hugging Face Hub, or a Hub-compatible server,
+"""`HubStore`: the `Store` interface (see `hf_tna.hub.base`) on the Hugging Face Hub, or a Hub-compatible server,
 through `huggingface_hub.HfApi`. HTTP errors become this package's errors, naming the repo, revision and file."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from .store import (
+from .base import (
     DEFAULT_BRANCH,
     FileSource,
     RepoNotFoundError,

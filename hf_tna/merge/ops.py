@@ -1,7 +1,7 @@
 """Fusion math: averaging, interpolation, greedy soups and loss barriers over tensors and state dicts.
 
 Pure functions, no I/O. A *state dict* here is any ``Mapping[str, Tensor]``: a plain dict, or a lazy
-mapping that loads one tensor per ``__getitem__`` (``hf_tna.soup`` passes those, so a soup reads one
+mapping that loads one tensor per ``__getitem__`` (``hf_tna.merge.soup`` passes those, so a soup reads one
 tensor of one ingredient at a time and its memory does not grow with the number of ingredients).
 
 Exactness: entries bitwise equal in every input come out bitwise equal (anchored entries survive

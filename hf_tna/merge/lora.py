@@ -23,7 +23,7 @@ import warnings
 
 import torch
 
-from .fusion import average_tensors
+from .ops import average_tensors
 
 LORA_MODES = ("merged", "factors")
 PREFIX = "base_model.model."

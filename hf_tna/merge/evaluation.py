@@ -106,7 +106,7 @@ class Evaluator:
 
     def __init__(self, model, dataset, task=None, processor=None, split="validation", input_column=None,
                  label_column="label", batch_size=32, max_samples=None):
-        from .anchors import checkpoint_names, unwrap_model
+        from ..anchors import checkpoint_names, unwrap_model
 
         self.model = unwrap_model(model).eval()
         self.task = task or detect_task(self.model)
