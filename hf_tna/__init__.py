@@ -5,7 +5,8 @@ that will be averaged later: model soups, ColD fusion, federated learning.
 """
 
 from ._version import __version__
-from .anchors import AnchorSpec, anchor_mask
+from .anchors import AnchorSelection, AnchorSpec, anchor_mask
+from .arguments import AnchorArguments
 from .manifest import CONFIG_NAME, TNAFileConfig
 from .optimizer import AnchoredOptimizer, create_anchored_optimizer
 
@@ -29,6 +30,8 @@ def __getattr__(name):  # transformers-dependent pieces are imported on first us
 __all__ = [
     "__version__",
     "CONFIG_NAME",
+    "AnchorArguments",
+    "AnchorSelection",
     "AnchorSpec",
     "AnchoredOptimizer",
     "TNAConfig",

@@ -9,6 +9,7 @@ from safetensors import safe_open
 
 from hf_tna import anchors as anchors_mod
 from hf_tna.anchors import (
+    AnchorSelection,
     AnchorSpec,
     TensorLayout,
     anchor_mask,
@@ -238,3 +239,63 @@ def test_tna_config_round_trip_and_mismatch(tiny_bert, tmp_path):
     (tmp_path / CONFIG_NAME).write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         TNAFileConfig.load(tmp_path)
+
+
+# --- AnchorSelection: one object for every user of anchors, whole tensors and dim-0 shards ------------------
+@pytest.mark.parametrize(
+    "shape,unit_dim",
+    [((37, 11), None), ((37,), None), ((6, 5, 3), None), ((37, 11), 0), ((11, 37), 1), ((37,), 0), ((8, 4, 3, 3), 0)],
+)
+def test_selection_of_a_dim0_slice_equals_that_slice_of_the_full_selection(shape, unit_dim):
+    spec = AnchorSpec(ratio=0.4, seed=5, granularity="element" if unit_dim is None else "neuron")
+    layout = TensorLayout("enc.layer.weight", shape, unit_dim, "enc.layer" if unit_dim is not None else "")
+    full = AnchorSelection(layout, spec)
+    full_mask = full.dense_mask()
+    assert torch.equal(full_mask, anchor_mask(layout, spec))
+    tensor = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    # ragged shards, as FSDP2 makes them (the last one may be shorter or empty)
+    bounds = [0, 3, 3, 10, shape[0]] if shape[0] > 10 else [0, 2, shape[0]]
+    pieces, counted = [], 0
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        shard = AnchorSelection(layout, spec, offset=lo, rows=hi - lo)
+        assert torch.equal(shard.dense_mask(), full_mask[lo:hi])
+        pieces.append(shard.take(tensor[lo:hi]))
+        counted += shard.num_anchored
+    assert counted == full.num_anchored == int(full_mask.sum())
+    if unit_dim in (None, 0):  # compact values of the shards concatenate to those of the whole tensor
+        assert torch.equal(torch.cat(pieces, dim=unit_dim or 0), full.take(tensor))
+
+
+def test_selection_predicate_is_the_mask():
+    spec = AnchorSpec(ratio=0.3, seed=2, granularity="neuron")
+    for layout in (TensorLayout("w", (20, 7)), TensorLayout("w", (20, 7), unit_dim=0, key="m")):
+        selection = AnchorSelection(layout, spec, offset=5, rows=9)
+        drawn = selection.predicate(selection.counters())
+        if layout.unit_dim is None:
+            assert torch.equal(drawn.view(selection.shape), selection.dense_mask())
+        else:
+            assert torch.equal(torch.nonzero(drawn).flatten(), selection.units)
+
+
+@pytest.mark.parametrize("granularity", ["element", "neuron"])
+def test_selection_take_zero_put_round_trip(granularity):
+    spec = AnchorSpec(ratio=0.5, seed=1, granularity=granularity)
+    layout = TensorLayout("fc.weight", (12, 5), 0 if granularity == "neuron" else None, "fc")
+    selection = AnchorSelection(layout, spec)
+    tensor = torch.randn(12, 5)
+    values = selection.take(tensor)
+    assert values.numel() == selection.num_anchored > 0
+    work = tensor.clone()
+    selection.zero_(work)
+    mask = selection.dense_mask()
+    assert torch.equal(work[mask], torch.zeros(int(mask.sum()))) and torch.equal(work[~mask], tensor[~mask])
+    selection.put_(work, values)
+    assert torch.equal(work, tensor)
+
+
+def test_selection_refuses_slices_outside_the_tensor():
+    layout = TensorLayout("w", (10, 3))
+    with pytest.raises(ValueError, match=r"slice \[8:12\] of dim 0 is outside tensor 'w'"):
+        AnchorSelection(layout, AnchorSpec(), offset=8, rows=4)
+    with pytest.raises(ValueError, match="expect"):
+        AnchorSelection(layout, AnchorSpec()).take(torch.zeros(3, 10))

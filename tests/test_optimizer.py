@@ -196,7 +196,8 @@ def test_neuron_memory_is_anchored_rows_only():
     optimizer = create_anchored_optimizer(model, torch.optim.SGD, spec, lr=0.1)
     anchored = sum(a.num_anchored for a in optimizer.anchors)
     assert anchored < 0.6 * sum(p.numel() for p in model.parameters())
-    index_bytes = sum(a.index.numel() * 8 for a in optimizer.anchors if a.index is not None)
+    assert all(a.layout.granularity == "neuron" for a in optimizer.anchors)
+    index_bytes = sum(a.selection.units.numel() * 8 for a in optimizer.anchors)
     assert optimizer.anchor_nbytes() == anchored * 4 + index_bytes
 
 

@@ -230,3 +230,17 @@ def test_verify_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["verify", "--help"])
     assert exit_info.value.code == 0
+
+
+def test_anchor_arguments_validate_through_tna_config_and_the_parser(tmp_path):
+    from hf_tna import AnchorArguments
+
+    with pytest.raises(ValueError, match=r"TNAConfig.anchor_ratio must be in \[0, 1\), got 1.5"):
+        TNAConfig(output_dir=str(tmp_path), anchor_ratio=1.5)
+    with pytest.raises(ValueError, match=r"TNAConfig.anchor_ratio must be in \[0, 1\), got 1.5"):
+        HfArgumentParser(TNAConfig).parse_args_into_dataclasses(["--output_dir", str(tmp_path), "--anchor_ratio", "1.5"])
+    with pytest.raises(ValueError, match="lr_scheduler_type|SchedulerType"):  # TrainingArguments' own checks still run
+        TNAConfig(output_dir=str(tmp_path), lr_scheduler_type="no-such-schedule")
+    assert issubclass(TNAConfig, AnchorArguments)
+    (args,) = HfArgumentParser(AnchorArguments).parse_args_into_dataclasses(["--anchor_seed", "3"])
+    assert args.to_spec() == AnchorSpec(seed=3)

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from .._version import __version__
-from ..anchors import AnchorSpec, anchor_mask, anchored_units
+from ..anchors import AnchorSelection, AnchorSpec
 from ..hub import StaleParentError
 from ..io import ShardedSafetensorsWriter, StreamingCheckpointReader
 from ..manifest import CONFIG_NAME, TNAFileConfig, layout_from_manifest, manifest_entry
@@ -90,15 +90,6 @@ def check_contribution_weights(folder: Path, name: str, base: RoundBase, base_sp
                                            "a diverged model is never averaged") from None
 
 
-def _selector(layout, spec: AnchorSpec):
-    """A function picking the anchored entries of a tensor (the mask is drawn once)."""
-    if layout.unit_dim is None:
-        mask = anchor_mask(layout, spec)
-        return lambda t: t[mask]
-    units = anchored_units(layout, spec)
-    return lambda t: t.index_select(layout.unit_dim, units)
-
-
 def check_anchors(base: RoundBase, folders: dict[str, Path]) -> dict[str, str]:
     """Reasons of the contributions (name -> folder) whose anchored entries differ from the base's.
 
@@ -112,7 +103,7 @@ def check_anchors(base: RoundBase, folders: dict[str, Path]) -> dict[str, str]:
             for key, entry in sorted(base.tna.manifest.items()):
                 if not entry["num_anchored"] or not readers:
                     continue
-                pick = _selector(layout_from_manifest(key, entry), base.spec)
+                pick = AnchorSelection(layout_from_manifest(key, entry), base.spec).take
                 reference = pick(base_reader.get(key))
                 total += reference.numel()
                 for name, reader in readers.items():
