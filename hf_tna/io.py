@@ -81,8 +81,11 @@ def checkpoint_weight_map(folder: str | Path) -> dict[str, str]:
             weight_map = json.loads(index.read_text())["weight_map"]
         except (json.JSONDecodeError, KeyError) as err:
             raise ValueError(f"{index} is not a valid safetensors index: {err}") from None
+        if not isinstance(weight_map, dict) or not all(isinstance(k, str) for k in weight_map):
+            raise ValueError(f"{index} is not a valid safetensors index: 'weight_map' must map tensor names to files")
         for filename in set(weight_map.values()):
-            if not (folder / filename).exists():
+            check_shard_name(folder, filename, index)
+            if not (folder / filename).is_file():
                 raise FileNotFoundError(f"{index} lists shard {filename}, which is missing from {folder}")
         return dict(weight_map)
     for filename in (SAFE_WEIGHTS_NAME, ADAPTER_SAFE_WEIGHTS_NAME):
@@ -100,6 +103,25 @@ def checkpoint_weight_map(folder: str | Path) -> dict[str, str]:
             "`model.save_pretrained(folder, safe_serialization=True)` (pickle files can run code on load)."
         )
     raise FileNotFoundError(f"no safetensors weights ({SAFE_WEIGHTS_NAME} or {SAFE_WEIGHTS_INDEX_NAME}) in {folder}")
+
+
+def check_shard_name(folder: Path, filename, index: Path) -> str:
+    """A shard named by an index must be a plain `.safetensors` file name inside the checkpoint folder: an
+    absolute path, a sub-folder, '..' or a symlink leading out would read another model's weights."""
+    ok = (
+        isinstance(filename, str)
+        and filename.endswith(".safetensors")
+        and filename not in (".", "..")
+        and not any(sep in filename for sep in ("/", "\\", "\x00"))
+    )
+    if not ok:
+        raise ValueError(
+            f"{index} names shard {filename!r}: shards must be plain .safetensors file names inside {folder}"
+        )
+    path = folder / filename
+    if path.is_symlink() and not path.resolve().is_relative_to(folder.resolve()):
+        raise ValueError(f"{index} names shard {filename!r}, a link to a file outside {folder}; refusing it")
+    return filename
 
 
 # --------------------------------------------------------------------------------------------------
@@ -147,22 +169,77 @@ def parse_size(size: int | str) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
+MAX_HEADER_SIZE = 100_000_000  # as safetensors
+
+
 def read_safetensors_header(path: str | Path) -> tuple[dict[str, dict], int, dict]:
-    """(tensor name -> {dtype, shape, data_offsets}, byte offset of the data, __metadata__) of one file."""
+    """(tensor name -> {dtype, shape, data_offsets}, byte offset of the data, __metadata__) of one file.
+
+    The header is validated the way safetensors validates it before any byte of data is used: header length
+    within bounds and the file, a JSON object, known dtypes, non-negative integer shapes, offsets that tile the
+    data buffer in order from 0 without gap or overlap, each span = numel x dtype size, the last ending at the
+    end of the file. A file that safetensors would refuse is refused here with the reason.
+    """
     path = Path(path)
+    file_size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) != 8:
             raise ValueError(f"{path} is not a safetensors file: shorter than 8 bytes")
         (size,) = struct.unpack("<Q", head)
-        if size > 100_000_000:
-            raise ValueError(f"{path} is not a safetensors file: header length {size}")
-        try:
-            header = json.loads(f.read(size))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path} is not a safetensors file: bad header ({err})") from None
+        if size > MAX_HEADER_SIZE:
+            raise ValueError(f"{path} is not a safetensors file: header length {size} exceeds {MAX_HEADER_SIZE}")
+        if 8 + size > file_size:
+            raise ValueError(f"{path} is not a safetensors file: header length {size} runs past the file end")
+        raw = f.read(size)
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a safetensors file: bad header ({err})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a safetensors file: the header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ValueError(f"{path}: __metadata__ must map strings to strings")
+    check_header_entries(header, file_size - 8 - size, path)
     return header, 8 + size, metadata
+
+
+def check_header_entries(header: dict, data_size: int, path) -> None:
+    """The per-tensor checks of `read_safetensors_header` (see there)."""
+    spans = []
+    for name, entry in header.items():
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise ValueError(f"{path}: tensor {name!r} must have exactly dtype, shape and data_offsets")
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if dtype not in SAFETENSORS_DTYPES:
+            raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise ValueError(f"{path}: tensor {name!r} has an invalid shape {shape!r}")
+        if (
+            not isinstance(offsets, list)
+            or len(offsets) != 2
+            or not all(type(o) is int and o >= 0 for o in offsets)
+            or offsets[1] < offsets[0]
+        ):
+            raise ValueError(f"{path}: tensor {name!r} has invalid data_offsets {offsets!r}")
+        nbytes = math.prod(shape) * SAFETENSORS_DTYPES[dtype].itemsize
+        if offsets[1] - offsets[0] != nbytes:
+            raise ValueError(
+                f"{path}: tensor {name!r} spans {offsets[1] - offsets[0]} bytes, but shape {shape} of {dtype} "
+                f"needs {nbytes}"
+            )
+        spans.append((offsets[0], offsets[1], name))
+    end = 0
+    for start, stop, name in sorted(spans):
+        if start != end:
+            what = "overlaps the tensor before it" if start < end else "leaves a gap before it"
+            raise ValueError(f"{path}: invalid offset: tensor {name!r} starts at byte {start}, which {what}")
+        end = stop
+    if end != data_size:
+        raise ValueError(
+            f"{path}: the tensors cover {end} bytes of data, the file holds {data_size}: truncated or padded file"
+        )
 
 
 class StreamingCheckpointReader(CheckpointReader):

@@ -43,6 +43,28 @@ def manifest_entry(tensor: torch.Tensor, layout: TensorLayout, spec: AnchorSpec,
     }
 
 
+def check_manifest_entry(name: str, entry, source: str = CONFIG_NAME) -> None:
+    """Refuse a manifest entry that is malformed, naming the tensor and the field."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{source}: manifest entry {name!r} is not an object")
+    missing = {"shape", "num_anchored", "sha256"} - set(entry)
+    if missing:
+        raise ValueError(f"{source}: manifest entry {name!r} lacks {sorted(missing)}")
+    shape = entry["shape"]
+    if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+        raise ValueError(f"{source}: manifest entry {name!r} has an invalid shape {shape!r}")
+    unit_dim = entry.get("unit_dim")
+    if unit_dim is not None and not (type(unit_dim) is int and 0 <= unit_dim < len(shape)):
+        raise ValueError(f"{source}: manifest entry {name!r} has unit_dim {unit_dim!r}, not a dim of {shape}")
+    if type(entry["num_anchored"]) is not int or entry["num_anchored"] < 0:
+        raise ValueError(f"{source}: manifest entry {name!r} has an invalid num_anchored {entry['num_anchored']!r}")
+    sha = entry["sha256"]
+    if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ValueError(f"{source}: manifest entry {name!r} has an invalid sha256 {sha!r}")
+    if entry.get("key") is not None and not isinstance(entry["key"], str):
+        raise ValueError(f"{source}: manifest entry {name!r} has a non-string key {entry['key']!r}")
+
+
 def layout_from_manifest(name: str, entry: dict) -> TensorLayout:
     return TensorLayout(name, tuple(entry["shape"]), entry.get("unit_dim"), entry.get("key") or name)
 
@@ -81,13 +103,21 @@ class TNAFileConfig:
     def from_dict(cls, d: dict, source: str = CONFIG_NAME) -> TNAFileConfig:
         if not isinstance(d, dict) or "anchor_spec" not in d:
             raise ValueError(f"{source} is not an hf_tna config: no 'anchor_spec' field")
+        version = d.get("format_version", 1)  # files before the field existed are version 1
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise ValueError(f"{source} has format_version {version!r}; expected a positive integer")
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"{source} has format_version {version}, newer than this hf_tna {__version__} reads (up to "
+                f"{FORMAT_VERSION}): upgrade hf_tna (`pip install -U hf_tna`) to read it"
+            )
         if d.get("hash", HASH_NAME) != HASH_NAME:
             raise ValueError(f"{source} uses mask hash {d['hash']!r}; this hf_tna computes {HASH_NAME!r}")
         manifest = d.get("manifest") or {}
+        if not isinstance(manifest, dict):
+            raise ValueError(f"{source}: 'manifest' must map tensor names to entries")
         for name, entry in manifest.items():
-            missing = {"shape", "num_anchored", "sha256"} - set(entry)
-            if missing:
-                raise ValueError(f"{source}: manifest entry {name!r} lacks {sorted(missing)}")
+            check_manifest_entry(name, entry, source)
         return cls(
             spec=AnchorSpec.from_dict(d["anchor_spec"]),
             manifest=manifest,

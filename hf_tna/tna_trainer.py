@@ -72,12 +72,22 @@ class TNATrainer(Trainer):
         super().__init__(*args, **kwargs)
         if self.is_fsdp_enabled or self.is_deepspeed_enabled:  # enabled by an accelerate config
             _refuse_sharding(None, forced=True)
+        given = find_anchored_optimizer(self.optimizer)  # optimizers=(create_anchored_optimizer(...), None)
         if anchor_spec is None:
-            anchor_spec = self.args.anchor_spec if isinstance(self.args, TNAConfig) else AnchorSpec()
+            if given is not None:
+                anchor_spec = given.spec
+            else:
+                anchor_spec = self.args.anchor_spec if isinstance(self.args, TNAConfig) else AnchorSpec()
+        elif given is not None and given.spec != anchor_spec:
+            raise ValueError(
+                f"anchor_spec={anchor_spec} differs from the spec of the anchored optimizer passed in `optimizers` "
+                f"({given.spec}); pass one of them"
+            )
         if not isinstance(anchor_spec, AnchorSpec):
             raise TypeError(f"anchor_spec must be an hf_tna.AnchorSpec, got {type(anchor_spec).__name__}")
         self.anchor_spec = anchor_spec
         self._resume_tna: TNAFileConfig | None = None
+        self._pre_resume_hashes: dict[str, str] | None = None
         if anchor_spec.ratio > 0 and self.model is not None:  # bad include/exclude patterns fail now
             build_layouts(self.anchor_target(self.model), anchor_spec)
 
@@ -98,7 +108,8 @@ class TNATrainer(Trainer):
             self.optimizer = AnchoredOptimizer(optimizer, target, self.anchor_spec)
             self.optimizer.mask_in_step = False  # training_step masks after the last backward of each step
             self._sync_anchor_values()
-            self._check_resumed_anchors()
+        if self._resume_tna is not None and self.anchored_optimizer is not None:
+            self._check_resumed_anchors()  # whoever built the optimizer (this trainer, or the user's optimizers=)
         return self.optimizer
 
     def _sync_anchor_values(self) -> None:
@@ -112,19 +123,48 @@ class TNATrainer(Trainer):
             torch.distributed.broadcast(values, src=0)
             anchor.values = values.to(anchor.values.device)
 
+    def _anchored_hashes(self) -> dict[str, str]:
+        """sha256 of the anchored values of every targeted tensor of the model as it is now."""
+        target = self.anchor_target(unwrap_model(self.model))
+        return {layout.name: manifest_entry(param, layout, self.anchor_spec)["sha256"]
+                for layout, param in build_layouts(target, self.anchor_spec)}
+
     def _check_resumed_anchors(self) -> None:
+        """The resumed weights must hold the anchors the checkpoint's manifest records; when the model given to
+        the trainer is the base (its anchored values match the manifest somewhere), they must also equal its
+        anchored values everywhere, so a consistent edit of weights and manifest is caught too."""
         resumed = self._resume_tna
-        if resumed is None:
-            return
-        anchors = self.anchored_optimizer.anchors
+        optimizer = self.anchored_optimizer
+        if optimizer.spec != resumed.spec:
+            raise ValueError(
+                f"the anchored optimizer has anchors {optimizer.spec}, the checkpoint's {CONFIG_NAME} {resumed.spec}; "
+                "resume with the checkpoint's anchor settings"
+            )
+        anchors = optimizer.anchors
         check_layouts_match([a.layout for a in anchors], resumed.manifest, what="model being resumed")
+        before = self._pre_resume_hashes or {}
+        # The model given is the base when most anchored entries already hold the manifest's values (a fresh
+        # model matches only in constant-initialised tensors such as LayerNorm weights).
+        matching = sum(a.num_anchored for a in anchors if before.get(a.name) == resumed.manifest[a.name]["sha256"])
+        is_base = matching > 0.5 * sum(a.num_anchored for a in anchors)
         for anchor in anchors:
-            entry = manifest_entry(anchor.param, anchor.layout, self.anchor_spec, anchor.values)
+            values = anchor.current_values()
+            entry = manifest_entry(anchor.param, anchor.layout, self.anchor_spec, values)
             if entry["sha256"] != resumed.manifest[anchor.name]["sha256"]:
                 raise ValueError(
                     f"resumed weights of tensor {anchor.name!r} do not hold the anchor values recorded in the "
                     f"checkpoint's {CONFIG_NAME}: the checkpoint was modified or belongs to another base"
                 )
+            if is_base and before.get(anchor.name) != entry["sha256"]:
+                raise ValueError(
+                    f"the checkpoint's anchored values of tensor {anchor.name!r} differ from those of the model "
+                    f"given to the trainer (its base): the checkpoint's weights and {CONFIG_NAME} were edited, or it "
+                    "was trained from another base; resume from an unmodified checkpoint of this base (a model whose "
+                    "new weights, e.g. a fresh head, were initialised differently than in the checkpoint's run is "
+                    "refused too: build it as that run did)"
+                )
+            if not torch.equal(anchor.values, values):  # the optimizer was built before the checkpoint was loaded
+                anchor.values = values.clone()
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -143,6 +183,8 @@ class TNATrainer(Trainer):
                 raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir})")
         if resume_from_checkpoint:
             self._resume_tna = TNAFileConfig.load(resume_from_checkpoint)
+            # the anchored values of the model given, before the checkpoint's weights replace them
+            self._pre_resume_hashes = self._anchored_hashes() if self.anchor_spec.ratio > 0 else {}
             if self._resume_tna.spec != self.anchor_spec:
                 raise ValueError(
                     f"checkpoint {resume_from_checkpoint} was trained with anchors {self._resume_tna.spec}, "

@@ -64,10 +64,37 @@ def check_repo_id(repo_id: str) -> str:
 
 def check_repo_path(path: str, folder_ok: bool = False) -> str:
     """A path inside a repo: relative, '/'-separated, no '.' or '..' parts (a trailing '/' names a folder)."""
-    parts = str(path).removesuffix("/" if folder_ok else "").split("/")
-    if "\\" in str(path) or any(p in ("", ".", "..") for p in parts):
+    if not isinstance(path, str):
+        raise ValueError(f"path in repo {path!r} is not valid: it must be a string")
+    parts = path.removesuffix("/" if folder_ok else "").split("/")
+    if "\\" in path or "\x00" in path or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"path in repo {path!r} is not valid: use a relative path like 'sub/model.safetensors'")
     return str(path)
+
+
+BLOB_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_commit_manifest(manifest, where: str) -> dict:
+    """A `LocalStore` commit manifest read from disk, checked before any of it is used: every file path is a
+    valid repo path (no absolute path, no '..'), every blob a sha256 and every size a non-negative int, so a
+    tampered shared store can never make a download read or write outside its folders."""
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise ValueError(f"{where} is not a commit manifest (no 'files' map); the store is corrupt")
+    for path, entry in manifest["files"].items():
+        try:
+            check_repo_path(path)
+        except ValueError:
+            raise ValueError(f"{where} lists file {path!r}, which is not a safe path in a repo; refusing it") from None
+        if not isinstance(entry, dict) or not BLOB_RE.match(str(entry.get("sha256"))):
+            raise ValueError(f"{where}: file {path!r} has no valid sha256 blob name; the store is corrupt")
+        size = entry.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ValueError(f"{where}: file {path!r} has size {size!r}; the store is corrupt")
+    parents = manifest.get("parents", [])
+    if not isinstance(parents, list) or not all(isinstance(p, str) and SHA_RE.match(p) for p in parents):
+        raise ValueError(f"{where} has invalid parents {parents!r}; the store is corrupt")
+    return manifest
 
 
 def check_ref_name(name: str, kind: str) -> str:

@@ -44,6 +44,7 @@ from .base import (
     apply_changes,
     atomic_write,
     branch_to_create,
+    check_commit_manifest,
     check_ref_name,
     check_repo_id,
     check_repo_path,
@@ -133,7 +134,15 @@ class LocalStore:
         return sha
 
     def _manifest(self, repo_dir: Path, sha: str) -> dict:
-        return json.loads((repo_dir / "commits" / f"{sha}.json").read_bytes())
+        """A commit's manifest, validated: a shared store folder is untrusted (see `check_commit_manifest`)."""
+        if not SHA_RE.match(str(sha)):
+            raise ValueError(f"{repo_dir}: a ref points at {sha!r}, which is not a commit sha; the store is corrupt")
+        path = repo_dir / "commits" / f"{sha}.json"
+        try:
+            manifest = json.loads(path.read_bytes())
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"commit {sha} of {repo_dir} cannot be read ({err}); the store is corrupt") from None
+        return check_commit_manifest(manifest, f"commit {sha} of {repo_dir}")
 
     def _resolve(self, repo_dir: Path, repo_id: str, revision: str) -> str:
         branches, tags = self._refs(repo_dir, "branches"), self._refs(repo_dir, "tags")
@@ -273,6 +282,8 @@ class LocalStore:
         files = self._manifest(repo_dir, sha)["files"]
         for path in filter_repo_objects(list(files), allow_patterns=allow_patterns):
             dest, entry = target / path, files[path]
+            if not dest.resolve().is_relative_to(target.resolve()):  # e.g. through a symlinked folder in local_dir
+                raise ValueError(f"{path!r} of {repo_id}@{revision} would be written outside {target}")
             if local_dir is None and dest.is_file() and dest.stat().st_size == entry["size"]:
                 continue  # already in the snapshot (commits never change)
             dest.parent.mkdir(parents=True, exist_ok=True)

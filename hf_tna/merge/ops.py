@@ -6,10 +6,12 @@ tensor of one ingredient at a time and its memory does not grow with the number 
 
 Exactness: entries bitwise equal in every input come out bitwise equal (anchored entries survive
 fusion). Averages are computed as the first input minus the mean deviation from it,
-``x0 - sum_i w_i (x0 - x_i) / sum_i w_i``, in float32 (float64 for float64 inputs): where all inputs
-agree every deviation is ``+0.0`` and ``x0 - 0.0`` is ``x0``, signed zeros included. This is as fast as a
-plain float32 running sum and within an ulp of the float64 mean. Non-floating tensors (counters,
-position ids) are taken from the first input.
+``x0 - sum_i w_i (x0 - x_i)`` with weights normalised up front, in float64: where all inputs agree every
+deviation is ``+0.0`` and ``x0 - 0.0`` is ``x0``, signed zeros included. float64 also keeps finite inputs
+finite: a float32 ``x0 - x_i`` overflows for entries beyond 1.7e38 of opposite signs, a float64 one cannot,
+and the mean of finite values lies between them. Non-floating tensors (counters, position ids) are taken
+from the first input. Callers publishing a result check it with `check_finite` (weights that are negative
+can extrapolate past float32's range).
 """
 
 from __future__ import annotations
@@ -27,20 +29,42 @@ StateDict = Mapping[str, torch.Tensor]
 # Tensors
 # --------------------------------------------------------------------------------------------------
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
+    return torch.float64
 
 
 def check_weights(weights: Sequence[float], num: int, normalize: bool = True) -> list[float]:
-    """Validated list of `num` finite weights (summing to a positive value when `normalize`)."""
-    weights = [float(w) for w in weights]
+    """Validated list of `num` finite weights (summing to a finite positive value when `normalize`)."""
+    try:
+        weights = [float(w) for w in weights]
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"weights must be numbers: {err}") from None
     if len(weights) != num:
         raise ValueError(f"got {len(weights)} weights for {num} ingredients; give one weight per ingredient")
     bad = [w for w in weights if not math.isfinite(w)]
     if bad:
         raise ValueError(f"weights must be finite numbers, got {bad[0]}")
-    if normalize and not sum(weights) > 0:
-        raise ValueError(f"weights sum to {sum(weights)}; with normalize=True they must sum to a positive value")
+    try:
+        total = math.fsum(weights)
+    except OverflowError:
+        total = math.inf
+    if not math.isfinite(total):
+        raise ValueError(f"weights {weights} overflow when summed; scale them down (only their ratios matter)")
+    if normalize and not total > 0:
+        raise ValueError(f"weights sum to {total}; with normalize=True they must sum to a positive value")
     return weights
+
+
+def normalized_weights(weights: Sequence[float]) -> list[float]:
+    """`weights` divided by their sum (computed without overflow); each is finite."""
+    scale = max(abs(w) for w in weights)
+    scaled = [w / scale for w in weights]  # |w| <= 1: the sum cannot overflow
+    total = math.fsum(scaled)
+    if not total > 0:
+        raise ValueError(f"weights sum to {math.fsum(weights)}; they must sum to a positive value")
+    out = [w / total for w in scaled]
+    if not all(math.isfinite(w) for w in out):
+        raise ValueError(f"weights {list(weights)} cannot be normalised to finite values")
+    return out
 
 
 def average_tensors(
@@ -54,8 +78,8 @@ def average_tensors(
     `tensors` may be a generator (consumed once, one tensor alive at a time besides the first).
     `weights=None` is the uniform mean. `normalize=False` gives the plain weighted sum ``sum_i w_i x_i``
     (task-arithmetic style; no bitwise guarantee). With `normalize=True`, entries equal in every input
-    are returned bitwise unchanged. `consume=True` lets the inputs' memory be reused for the result
-    (pass only tensors nobody else holds, e.g. fresh reads from a file): no extra allocation.
+    are returned bitwise unchanged. `consume=True` lets float64 inputs' memory be reused for the result
+    (pass only tensors nobody else holds, e.g. fresh reads from a file).
     """
     it = iter(tensors)
     try:
@@ -78,32 +102,32 @@ def average_tensors(
         for i, x in enumerate(it, start=1):
             if w and i >= len(w):
                 raise ValueError(f"got {len(w)} weights for more tensors")
-            acc.add_(x, alpha=w[i] if w else 1.0)
+            acc.add_(x.to(cdt), alpha=w[i] if w else 1.0)
         return acc.to(out_dtype)
+    if w is not None:
+        w = normalized_weights(w)
     acc = None
     count = 1
-    total = w[0] if w is not None else 1.0
     for x in it:
         if x.shape != first.shape:
             raise ValueError(f"cannot average tensors of shapes {tuple(first.shape)} and {tuple(x.shape)}")
         if w is None:  # acc += x0 - x, done in place without a temporary
             if acc is None:
-                acc = torch.sub(x0, x, out=x) if consume and x.dtype == cdt else torch.sub(x0, x)
+                acc = torch.sub(x0, x, out=x) if consume and x.dtype == cdt else torch.sub(x0, x.to(cdt))
             else:
                 acc.add_(x0).sub_(x)
         else:
             if count >= len(w):
                 raise ValueError(f"got {len(w)} weights for more tensors")
-            wi = w[count]
-            total += wi
-            diff = torch.sub(x0, x, out=x) if consume and x.dtype == cdt else torch.sub(x0, x)
-            acc = diff.mul_(wi) if acc is None else acc.add_(diff, alpha=wi)
+            diff = torch.sub(x0, x, out=x) if consume and x.dtype == cdt else torch.sub(x0, x.to(cdt))
+            acc = diff.mul_(w[count]) if acc is None else acc.add_(diff, alpha=w[count])
         count += 1
     if w is not None and len(w) != count:
         raise ValueError(f"got {len(w)} weights for {count} tensors")
     if acc is None:
         return first.clone()
-    acc.div_(count if w is None else total)
+    if w is None:
+        acc.div_(count)
     return x0.sub_(acc).to(out_dtype)
 
 
@@ -111,6 +135,9 @@ def interpolate_tensors(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch
     """``torch.lerp(a, b, alpha)`` with exact endpoints and entries where `a` equals `b` kept bitwise."""
     if a.shape != b.shape:
         raise ValueError(f"cannot interpolate tensors of shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    alpha = float(alpha)
+    if not math.isfinite(alpha):
+        raise ValueError(f"alpha must be a finite number, got {alpha}")
     if not a.is_floating_point():
         return (a if alpha < 0.5 else b).clone()
     if alpha == 0.0:
@@ -258,13 +285,23 @@ def check_tensor_specs(
                 )
 
 
-def check_finite(tensor: torch.Tensor, key: str, name: str = "ingredient") -> None:
-    """Raise ValueError when a floating tensor holds NaN or infinite values."""
+def check_finite(tensor: torch.Tensor, key: str, name: str = "ingredient", what: str = "") -> None:
+    """Raise ValueError when a floating tensor holds NaN or infinite values.
+
+    `what` ends the message: by default it says the input is a diverged model; outputs pass their own."""
     if not tensor.is_floating_point() or bool(torch.isfinite(tensor.sum())):
         return  # a NaN or inf anywhere makes the sum non-finite; the sum is ~15x faster than isfinite
     if not bool(torch.isfinite(tensor).all()):
         bad = int((~torch.isfinite(tensor)).sum())
-        raise ValueError(f"{name}: tensor {key!r} has {bad} NaN/inf value(s); refusing to fuse a diverged model")
+        what = what or "refusing to fuse a diverged model"
+        raise ValueError(f"{name}: tensor {key!r} has {bad} NaN/inf value(s); {what}")
+
+
+def check_output_finite(tensor: torch.Tensor, key: str, where: str = "the result") -> torch.Tensor:
+    """Refuse to publish a non-finite fused tensor (finite inputs whose weights extrapolate past the dtype's
+    range); returns `tensor` so writers can wrap their output in it."""
+    check_finite(tensor, key, where, "nothing is written: use weights that do not extrapolate, or a wider --dtype")
+    return tensor
 
 
 def validate_ingredients(
