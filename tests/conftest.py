@@ -63,6 +63,14 @@ def hub_store(hub_server):
 
 
 @pytest.fixture
+def hub_user(hub_server):
+    """`hub_user("alice")`: a `HubStore` whose token is Alice's own on the Hub test server (one user per token)."""
+    from hf_tna.hub import HubStore
+
+    return lambda name: HubStore(endpoint=hub_server, token=_HUB.add_user(name))
+
+
+@pytest.fixture
 def local_store(tmp_path):
     """A `LocalStore` in a fresh temporary folder."""
     from hf_tna.hub import LocalStore

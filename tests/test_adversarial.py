@@ -273,3 +273,16 @@ def test_a_newer_format_version_is_refused_with_a_message_to_upgrade(pair, tmp_p
     del data["format_version"]  # files from before the field are version 1
     (folder / CONFIG_NAME).write_text(json.dumps(data))
     assert TNAFileConfig.load(folder).spec == SPEC
+
+
+# --- 10 (the store side). Who made a commit: the Hub knows (one user per token), a LocalStore cannot ----------
+def test_hub_commits_record_the_user_of_the_token(hub_user, local_store):
+    alice, bob = hub_user("alice"), hub_user("bob")
+    alice.create_repo("org/authors")
+    base = alice.resolve("org/authors")
+    alice.commit("org/authors", {"a.txt": b"a"}, "alice's", revision="contrib/alice")
+    bob.commit("org/authors", {"b.txt": b"b"}, "bob's on alice's branch", revision="contrib/alice")
+    assert alice.commit_authors("org/authors", "contrib/alice", since=base) == ["bob", "alice"]
+    assert alice.api.whoami()["name"] == "alice"
+    local_store.create_repo("org/authors")
+    assert local_store.commit_authors("org/authors") is None

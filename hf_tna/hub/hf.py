@@ -128,6 +128,19 @@ class HubStore:
         with hub_errors(repo_id, revision):
             return self.api.repo_info(repo_id, revision=revision).sha
 
+    def commit_authors(self, repo_id: str, revision: str = DEFAULT_BRANCH, since: str | None = None) -> list[str]:
+        """The Hub users who authored the commits of `revision`'s history, newest first, stopping before commit
+        `since` (e.g. the base a contribution branch started from). The Hub records the user of the token that
+        pushed each commit, so these are authenticated identities."""
+        with hub_errors(repo_id, revision):
+            commits = self.api.list_repo_commits(repo_id, revision=revision)
+        authors = []
+        for commit in commits:
+            if since is not None and commit.commit_id == since:
+                break
+            authors.extend(commit.authors)
+        return authors
+
     def list_files(self, repo_id: str, revision: str = DEFAULT_BRANCH) -> list[str]:
         with hub_errors(repo_id, revision):
             return sorted(self.api.list_repo_files(repo_id, revision=revision))

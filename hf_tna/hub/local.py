@@ -253,6 +253,12 @@ class LocalStore:
     def resolve(self, repo_id: str, revision: str = DEFAULT_BRANCH) -> str:
         return self._resolve(self._repo(repo_id), repo_id, revision)
 
+    def commit_authors(self, repo_id: str, revision: str = DEFAULT_BRANCH, since: str | None = None) -> None:
+        """None: a `LocalStore` has no accounts, so it cannot say who made a commit (anyone who can write the
+        folder can write any branch); see the README's reliability section."""
+        self.resolve(repo_id, revision)
+        return None
+
     def list_files(self, repo_id: str, revision: str = DEFAULT_BRANCH) -> list[str]:
         repo_dir = self._repo(repo_id)
         return sorted(self._manifest(repo_dir, self._resolve(repo_dir, repo_id, revision))["files"])
