@@ -286,3 +286,40 @@ def test_hub_commits_record_the_user_of_the_token(hub_user, local_store):
     assert alice.api.whoami()["name"] == "alice"
     local_store.create_repo("org/authors")
     assert local_store.commit_authors("org/authors") is None
+
+
+# --- 11. nothing left behind ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_during_a_soup_leave_nothing(pair, tmp_path, monkeypatch, capsys, sig):
+    import os
+    import signal
+
+    from hf_tna.io import ShardedSafetensorsWriter
+
+    real = ShardedSafetensorsWriter.write_range
+    calls = []
+
+    def write_then_signal(self, *args, **kwargs):
+        calls.append(1)
+        real(self, *args, **kwargs)
+        if len(calls) == 3:  # mid-way through the weights
+            os.kill(os.getpid(), getattr(signal, sig))
+
+    monkeypatch.setattr(ShardedSafetensorsWriter, "write_range", write_then_signal)
+    out = tmp_path / "soups" / "soup"
+    out.parent.mkdir()
+    before = signal.getsignal(signal.SIGTERM)
+    code = cli.main(["soup", str(pair[0]), str(pair[1]), "-o", str(out), "--no-progress"])
+    assert code == 128 + getattr(signal, sig)
+    assert "interrupted" in capsys.readouterr().err
+    assert list(out.parent.iterdir()) == []  # no output, no hidden temporary folder
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers are the command line's only
+
+
+def test_cli_errors_are_one_line_with_the_traceback_behind_debug(tmp_path, capsys):
+    assert cli.main(["verify", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hf-tna verify: error: ") and err.count("\n") == 1 and "missing" in err
+    with pytest.raises(Exception, match="missing"):
+        cli.main(["verify", str(tmp_path / "missing"), "--debug"])
+    assert cli.main(["--version"]) == 0 and "hf-tna" in capsys.readouterr().out
