@@ -9,6 +9,7 @@ from .anchors import AnchorSelection, AnchorSpec, anchor_mask
 from .arguments import AnchorArguments
 from .manifest import CONFIG_NAME, TNAFileConfig
 from .optimizer import AnchoredOptimizer, create_anchored_optimizer
+from .zero_copy import ZeroCopyAdam, ZeroCopyAdamW, ZeroCopySGD
 
 
 def __getattr__(name):  # transformers-dependent pieces are imported on first use
@@ -37,6 +38,9 @@ __all__ = [
     "TNAConfig",
     "TNAFileConfig",
     "TNATrainer",
+    "ZeroCopyAdam",
+    "ZeroCopyAdamW",
+    "ZeroCopySGD",
     "anchor_mask",
     "create_anchored_optimizer",
     "verify_anchors",

@@ -14,21 +14,29 @@ the anchored rows only.
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
-from .anchors import AnchorSelection, AnchorSpec, TensorLayout, build_layouts
-from .manifest import manifest_entry
+from .anchors import AnchorSpec, TensorLayout, build_layouts
+from .manifest import manifest_entry, values_sha256
+from .zero_copy import full_anchored_values, local_selection, local_tensor, zero_copy_class
+
+logger = logging.getLogger(__name__)
 
 
 class ParamAnchor:
-    """The anchors of one parameter: where they are (an `AnchorSelection`) and what values they hold."""
+    """The anchors of one parameter: where they are (an `AnchorSelection`) and what values they hold.
+
+    For a DTensor parameter (FSDP2) both are those of this rank's dim-0 shard."""
 
     def __init__(self, param: torch.nn.Parameter, layout: TensorLayout, spec: AnchorSpec):
         self.param = param
         self.layout = layout
+        self.spec = spec
         self._masked = None  # (id, version) of the gradient last masked
-        self.selection = AnchorSelection(layout, spec, param.device)
-        self.values = self.selection.take(param).clone()
+        self.selection = local_selection(layout, spec, param)
+        self.values = self.selection.take(local_tensor(param)).clone()
 
     @property
     def name(self) -> str:
@@ -39,12 +47,13 @@ class ParamAnchor:
         return self.values.numel()
 
     def current_values(self) -> torch.Tensor:
-        return self.selection.take(self.param)
+        return self.selection.take(local_tensor(self.param))
 
     def mask_gradient(self) -> None:
         grad = self.param.grad
         if grad is None or self.num_anchored == 0:
             return
+        grad = local_tensor(grad)
         # Skip when this very gradient was masked and not written since (backward bumps `_version`).
         if self._masked == (id(grad), grad._version):
             return
@@ -53,7 +62,7 @@ class ParamAnchor:
 
     @torch.no_grad()
     def restore(self) -> None:
-        self.selection.put_(self.param, self.values)
+        self.selection.put_(local_tensor(self.param), self.values)
 
     @torch.no_grad()
     def drift(self) -> float:
@@ -63,17 +72,26 @@ class ParamAnchor:
         diff = (self.current_values().float() - self.values.float()).abs()
         return float(diff.max()) if diff.numel() else 0.0
 
+    def full_values(self) -> torch.Tensor:
+        """The anchor values of the whole tensor (gathered from every rank for a DTensor: a collective)."""
+        if type(self.param).__name__ != "DTensor":
+            return self.values
+        from torch.distributed.tensor import DTensor
+
+        full = DTensor.from_local(
+            torch.zeros_like(local_tensor(self.param)), self.param.device_mesh, self.param.placements,
+            shape=self.param.shape, stride=self.param.stride(),
+        )
+        self.selection.put_(local_tensor(full), self.values)
+        return full_anchored_values(full, self.layout, self.spec)
+
     def nbytes(self) -> int:
         return self.selection.nbytes() + self.values.numel() * self.values.element_size()
 
 
 def build_anchors(model: torch.nn.Module, spec: AnchorSpec) -> list[ParamAnchor]:
-    """Anchors of every targeted trainable parameter of `model`, taking their current values."""
-    if any(type(p).__name__ == "DTensor" for p in model.parameters()):
-        raise ValueError(
-            "hf_tna anchors need whole parameters on each rank; this model holds sharded DTensors (FSDP2 / "
-            "tensor parallel). Train with DDP (`accelerate launch --multi_gpu`) instead."
-        )
+    """Anchors of every targeted trainable parameter of `model`, taking their current values (for DTensor
+    parameters, sharded on dim 0 by FSDP2, those of this rank's shard)."""
     return [ParamAnchor(param, layout, spec) for layout, param in build_layouts(model, spec)]
 
 
@@ -192,8 +210,26 @@ class AnchoredOptimizer(torch.optim.Optimizer):
         return max((a.drift() for a in self.anchors), default=0.0)
 
     def manifest(self) -> dict[str, dict]:
-        """Per-tensor manifest (shape, count, sha256 of the anchor values) for `tna_config.json`."""
-        return {a.name: manifest_entry(a.param, a.layout, self.spec, a.values) for a in self.anchors}
+        """Per-tensor manifest (shape, count, sha256 of the anchor values) for `tna_config.json` (a collective
+        for DTensor parameters: every rank must call it)."""
+        manifest = {}
+        for anchor in self.anchors:
+            values = anchor.full_values()
+            manifest[anchor.name] = manifest_entry(values, anchor.layout, self.spec, values)
+        return manifest
+
+    def anchored_hashes(self) -> dict[str, str]:
+        """sha256 of the current anchored values per tensor (what the weights hold, not the stored values)."""
+        return {a.name: values_sha256(full_anchored_values(a.param, a.layout, self.spec)) for a in self.anchors}
+
+    def reset_anchor_values(self) -> None:
+        """Take the current weights as the anchor values (after a checkpoint was loaded into the model)."""
+        for anchor in self.anchors:
+            anchor.values = anchor.current_values().clone()
+
+    @property
+    def anchor_layouts(self) -> list[TensorLayout]:
+        return [a.layout for a in self.anchors]
 
     def anchor_nbytes(self) -> int:
         """Bytes held for anchors: masks or unit indices plus the compact anchor values."""
@@ -224,18 +260,51 @@ def _capture_restore(anchors: list[ParamAnchor]):
         return None
 
 
+def choose_zero_copy(optimizer_cls: type, model: torch.nn.Module, zero_copy: bool | None) -> bool:
+    """Whether `create_anchored_optimizer` takes the zero-copy path: forced by `zero_copy`, else automatic (zero
+    copy for torch's AdamW / Adam / SGD on an accelerator, where it is as fast as the restore path; the restore
+    path on CPU, where re-drawing the mask every step costs more than the copy saves)."""
+    supported = zero_copy_class(optimizer_cls) is not None
+    if zero_copy and not supported:
+        raise ValueError(
+            f"zero-copy anchors support torch.optim.AdamW, Adam and SGD, not {optimizer_cls.__name__}; pass "
+            "zero_copy=None (or anchor_zero_copy unset) to use the restore path, which wraps any optimizer"
+        )
+    if zero_copy is not None:
+        return bool(zero_copy)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    return supported and device.type != "cpu"
+
+
 def create_anchored_optimizer(
     model: torch.nn.Module,
     optimizer_cls: type[torch.optim.Optimizer] = torch.optim.AdamW,
     spec: AnchorSpec | None = None,
+    params=None,
+    zero_copy: bool | None = None,
     **optimizer_kwargs,
-) -> AnchoredOptimizer:
-    """Factory for plain `Trainer` users and hand-written accelerate loops (like peft's
-    `create_loraplus_optimizer`): builds `optimizer_cls` over the trainable parameters and wraps it.
+) -> torch.optim.Optimizer:
+    """Factory for plain `Trainer` users and hand-written loops (like peft's `create_loraplus_optimizer`).
 
-    Pass the result as `Trainer(..., optimizers=(optimizer, None))`; note that `Trainer` itself does not
-    call `mask_gradients()` before clipping (use `TNATrainer` for that).
+    Builds `optimizer_cls` over `params` (parameters or param groups, e.g. decay / no-decay; default: the
+    model's trainable parameters) with anchors on `model` per `spec`:
+    - zero copy (`ZeroCopyAdamW` / `ZeroCopyAdam` / `ZeroCopySGD`): for torch's AdamW, Adam and SGD, no mask
+      and no copy of anchor values kept; the default on accelerators;
+    - restore (`AnchoredOptimizer` wrapping the optimizer): any optimizer class; the default on CPU.
+    `zero_copy=True` / `False` forces a path. One INFO line says which path was taken.
+
+    Pass the result as `Trainer(..., optimizers=(optimizer, None))` or use it in your own loop; call
+    `optimizer.mask_gradients()` before clipping the gradient norm (`TNATrainer` does it for you).
     """
     spec = spec or AnchorSpec()
-    params = [p for p in model.parameters() if p.requires_grad]
-    return AnchoredOptimizer(optimizer_cls(params, **optimizer_kwargs), model, spec)
+    params = [p for p in model.parameters() if p.requires_grad] if params is None else params
+    if choose_zero_copy(optimizer_cls, model, zero_copy):
+        optimizer = zero_copy_class(optimizer_cls)(params, model=model, spec=spec, **optimizer_kwargs)
+        logger.info("hf_tna: zero-copy anchors (%s, no stored anchor state)", type(optimizer).__name__)
+        return optimizer
+    optimizer = AnchoredOptimizer(optimizer_cls(params, **optimizer_kwargs), model, spec)
+    logger.info(
+        "hf_tna: restore-path anchors (%s wrapped, %d bytes of anchor state)",
+        optimizer_cls.__name__, optimizer.anchor_nbytes(),
+    )
+    return optimizer
