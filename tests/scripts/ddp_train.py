@@ -1,4 +1,5 @@
-"""Run by tests/test_distributed.py under `accelerate launch --num_processes 2` (CPU, gloo).
+"""Run by tests/test_distributed.py under `accelerate launch --num_processes 2` (CPU, gloo); then the FSDP2
+checks of tests/scripts/fsdp2_train.py in the same processes.
 
 Each rank writes what it holds: per-tensor sha256 of its anchor masks, anchor values, and the final
 anchored entries, so the test can compare ranks and check the anchors held through training.
@@ -39,6 +40,10 @@ def main(out_dir: str) -> None:
     }
     with open(f"{out_dir}/rank{rank}.json", "w") as f:
         json.dump(report, f)
+
+    from tests.scripts.fsdp2_train import main as fsdp2_main  # FSDP2 in the same launch: the suite has one
+
+    fsdp2_main(out_dir, rank)
 
 
 if __name__ == "__main__":
