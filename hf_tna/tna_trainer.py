@@ -23,17 +23,29 @@ from .manifest import (
     check_layouts_match,
     manifest_entry,
 )
-from .optimizer import AnchoredOptimizer
+from .optimizer import AnchoredOptimizer, choose_zero_copy
+from .zero_copy import ZeroCopyMixin, zero_copy_class
 from .tna_config import TNAConfig
 
 logger = logging.get_logger(__name__)
 
 
-def find_anchored_optimizer(optimizer) -> AnchoredOptimizer | None:
-    """The `AnchoredOptimizer` inside wrappers such as accelerate's `AcceleratedOptimizer`."""
-    while optimizer is not None and not isinstance(optimizer, AnchoredOptimizer):
+def find_anchored_optimizer(optimizer) -> AnchoredOptimizer | ZeroCopyMixin | None:
+    """The anchored optimizer (restore path or zero copy) inside wrappers such as accelerate's
+    `AcceleratedOptimizer`."""
+    while optimizer is not None and not isinstance(optimizer, (AnchoredOptimizer, ZeroCopyMixin)):
         optimizer = getattr(optimizer, "optimizer", None)
     return optimizer
+
+
+def to_zero_copy(optimizer: torch.optim.Optimizer, model: torch.nn.Module, spec: AnchorSpec):
+    """The zero-copy version of a torch AdamW / Adam / SGD built by `Trainer` (same groups and settings)."""
+    import inspect
+
+    cls = zero_copy_class(type(optimizer))
+    accepted = inspect.signature(type(optimizer).__init__).parameters
+    defaults = {k: v for k, v in optimizer.defaults.items() if k in accepted}
+    return cls([dict(group) for group in optimizer.param_groups], model=model, spec=spec, **defaults)
 
 
 def base_model_info(model) -> tuple[str | None, str | None]:
@@ -51,8 +63,11 @@ def base_model_info(model) -> tuple[str | None, str | None]:
 def _refuse_sharding(args, forced: bool = False) -> None:
     if forced or (args is not None and (getattr(args, "fsdp", None) or getattr(args, "deepspeed", None))):
         raise ValueError(
-            "TNATrainer does not support FSDP or DeepSpeed: their sharded parameters and optimizer states "
-            "cannot hold anchors bitwise. Train with DDP (`accelerate launch --multi_gpu` or torchrun) instead."
+            "TNATrainer does not support FSDP or DeepSpeed yet: accelerate's sharded plumbing is untested with "
+            "anchors (it cannot shard on CPU). Train with DDP (`accelerate launch --multi_gpu` or torchrun), or "
+            "shard with FSDP2 (`torch.distributed.fsdp.fully_shard`) in your own loop with "
+            "`hf_tna.create_anchored_optimizer`, which holds anchors bitwise on dim-0 shards (see the README's "
+            "FSDP2 loop). FSDP1 and DeepSpeed ZeRO are not supported."
         )
 
 
@@ -105,9 +120,21 @@ class TNATrainer(Trainer):
         optimizer = super().create_optimizer(model)
         if find_anchored_optimizer(optimizer) is None:
             target = self.anchor_target(unwrap_model(self.model if model is None else model))
-            self.optimizer = AnchoredOptimizer(optimizer, target, self.anchor_spec)
+            zero_copy = getattr(self.args, "anchor_zero_copy", None)
+            if choose_zero_copy(type(optimizer), target, zero_copy):
+                self.optimizer = to_zero_copy(optimizer, target, self.anchor_spec)
+                path = f"zero copy ({type(self.optimizer).__name__}, no stored anchor state)"
+            else:
+                self.optimizer = AnchoredOptimizer(optimizer, target, self.anchor_spec)
+                self._sync_anchor_values()
+                path = f"restore ({type(optimizer).__name__} wrapped, {self.optimizer.anchor_nbytes()} bytes of anchors)"
             self.optimizer.mask_in_step = False  # training_step masks after the last backward of each step
-            self._sync_anchor_values()
+            if self.is_world_process_zero():
+                layouts = self.optimizer.anchor_layouts
+                logger.info(
+                    "hf_tna: anchoring %d tensors, ratio %s, seed %d, granularity %s; path: %s",
+                    len(layouts), self.anchor_spec.ratio, self.anchor_spec.seed, self.anchor_spec.granularity, path,
+                )
         if self._resume_tna is not None and self.anchored_optimizer is not None:
             self._check_resumed_anchors()  # whoever built the optimizer (this trainer, or the user's optimizers=)
         return self.optimizer
@@ -131,7 +158,7 @@ class TNATrainer(Trainer):
 
     def _check_resumed_anchors(self) -> None:
         """The resumed weights must hold the anchors the checkpoint's manifest records; when the model given to
-        the trainer is the base (its anchored values match the manifest somewhere), they must also equal its
+        the trainer is the base (most of its anchored values match the manifest), they must also equal its
         anchored values everywhere, so a consistent edit of weights and manifest is caught too."""
         resumed = self._resume_tna
         optimizer = self.anchored_optimizer
@@ -140,31 +167,30 @@ class TNATrainer(Trainer):
                 f"the anchored optimizer has anchors {optimizer.spec}, the checkpoint's {CONFIG_NAME} {resumed.spec}; "
                 "resume with the checkpoint's anchor settings"
             )
-        anchors = optimizer.anchors
-        check_layouts_match([a.layout for a in anchors], resumed.manifest, what="model being resumed")
-        before = self._pre_resume_hashes or {}
-        # The model given is the base when most anchored entries already hold the manifest's values (a fresh
-        # model matches only in constant-initialised tensors such as LayerNorm weights).
-        matching = sum(a.num_anchored for a in anchors if before.get(a.name) == resumed.manifest[a.name]["sha256"])
-        is_base = matching > 0.5 * sum(a.num_anchored for a in anchors)
-        for anchor in anchors:
-            values = anchor.current_values()
-            entry = manifest_entry(anchor.param, anchor.layout, self.anchor_spec, values)
-            if entry["sha256"] != resumed.manifest[anchor.name]["sha256"]:
+        layouts = optimizer.anchor_layouts
+        check_layouts_match(layouts, resumed.manifest, what="model being resumed")
+        before, now = self._pre_resume_hashes or {}, optimizer.anchored_hashes()
+        # The model given is the base when most anchored entries already held the manifest's values before the
+        # checkpoint was loaded (a fresh model matches only in constant-initialised tensors, e.g. LayerNorm).
+        counts = {layout.name: resumed.manifest[layout.name]["num_anchored"] for layout in layouts}
+        matching = sum(n for name, n in counts.items() if before.get(name) == resumed.manifest[name]["sha256"])
+        is_base = matching > 0.5 * sum(counts.values())
+        for layout in layouts:
+            name = layout.name
+            if now[name] != resumed.manifest[name]["sha256"]:
                 raise ValueError(
-                    f"resumed weights of tensor {anchor.name!r} do not hold the anchor values recorded in the "
+                    f"resumed weights of tensor {name!r} do not hold the anchor values recorded in the "
                     f"checkpoint's {CONFIG_NAME}: the checkpoint was modified or belongs to another base"
                 )
-            if is_base and before.get(anchor.name) != entry["sha256"]:
+            if is_base and counts[name] and before.get(name) != now[name]:
                 raise ValueError(
-                    f"the checkpoint's anchored values of tensor {anchor.name!r} differ from those of the model "
-                    f"given to the trainer (its base): the checkpoint's weights and {CONFIG_NAME} were edited, or it "
-                    "was trained from another base; resume from an unmodified checkpoint of this base (a model whose "
+                    f"the checkpoint's anchored values of tensor {name!r} differ from those of the model given to "
+                    f"the trainer (its base): the checkpoint's weights and {CONFIG_NAME} were edited, or it was "
+                    "trained from another base; resume from an unmodified checkpoint of this base (a model whose "
                     "new weights, e.g. a fresh head, were initialised differently than in the checkpoint's run is "
                     "refused too: build it as that run did)"
                 )
-            if not torch.equal(anchor.values, values):  # the optimizer was built before the checkpoint was loaded
-                anchor.values = values.clone()
+        optimizer.reset_anchor_values()  # an optimizer built before the checkpoint was loaded took the old values
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
