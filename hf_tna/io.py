@@ -119,9 +119,19 @@ def check_shard_name(folder: Path, filename, index: Path) -> str:
             f"{index} names shard {filename!r}: shards must be plain .safetensors file names inside {folder}"
         )
     path = folder / filename
-    if path.is_symlink() and not path.resolve().is_relative_to(folder.resolve()):
+    if path.is_symlink() and not _link_allowed(folder, path):
         raise ValueError(f"{index} names shard {filename!r}, a link to a file outside {folder}; refusing it")
     return filename
+
+
+def _link_allowed(folder: Path, path: Path) -> bool:
+    """A shard that is a link stays inside the checkpoint folder, or (a Hugging Face cache snapshot,
+    `.../snapshots/<sha>/`) inside the blobs of that cached repo, where huggingface_hub links every file."""
+    target = path.resolve()
+    if target.is_relative_to(folder.resolve()):
+        return True
+    snapshots = folder.absolute().parent
+    return snapshots.name == "snapshots" and target.is_relative_to((snapshots.parent / "blobs").resolve())
 
 
 # --------------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from hf_tna.hub import (
     StaleParentError,
     open_store,
     parse_repo_ref,
+    resolve_folder,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,6 +212,27 @@ def test_parse_repo_ref_and_open_store(tmp_path, hub_server):
     assert open_store(f"file://{tmp_path}").root == tmp_path.resolve()
     assert open_store("hub").endpoint == hub_server == open_store(None).endpoint
     assert open_store(hub_server).endpoint == hub_server
+    assert open_store(str(tmp_path)).root == open_store(f"file://{tmp_path}").root
+    store = open_store(tmp_path)
+    assert open_store(store) is store  # a store is used as it is
+    with pytest.raises(TypeError, match="store must be .* got a int without create_repo"):
+        open_store(3)
+
+
+def test_resolve_folder_prefers_a_local_folder(local_store, tmp_path, monkeypatch):
+    local_store.create_repo("org/model")
+    sha = local_store.commit("org/model", {"config.json": b"{}"}, "add")
+    folder, revision = resolve_folder("org/model@main", local_store)
+    assert revision == sha and (folder / "config.json").read_bytes() == b"{}"
+    (tmp_path / "cwd" / "org" / "model").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert resolve_folder("org/model", local_store) == (Path("org/model"), None)
+    with pytest.raises(FileNotFoundError, match="the folder org/model/x does not exist"):
+        resolve_folder("org/model/x", local_store)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_folder(Path("org/other"), local_store)  # a Path is a folder, never a Hub id
+    with pytest.raises(ValueError, match="org/other is not a local folder"):
+        resolve_folder("org/other", local_store)
 
 
 def test_local_store_two_processes_commit_at_once(local_store):

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 from .._version import __version__
-from ..anchors import AnchorSelection, AnchorSpec
+from ..anchors import AnchorSpec
 from ..hub import StaleParentError
 from ..io import ShardedSafetensorsWriter, StreamingCheckpointReader
 from ..manifest import CONFIG_NAME, TNAFileConfig, layout_from_manifest, manifest_entry
+from ..merge.ingredients import model_architecture, read_model_config
 from ..merge.ops import average_tensors, check_finite, check_tensor_specs
+from ..verify import verify_anchors_many
 from .card import model_card
 from .repo import (
     CONTRIBUTION_NAME,
@@ -60,15 +61,9 @@ def check_contribution_meta(meta: dict | None, item: dict, base: RoundBase) -> N
         raise ContributionRejected(f"num_examples must be a positive int, got {n!r}")
 
 
-def _architecture(folder: Path) -> tuple:
-    path = folder / "config.json"
-    config = json.loads(path.read_text()) if path.exists() else {}
-    return config.get("model_type"), tuple(config.get("architectures") or ())
-
-
 def check_contribution_weights(folder: Path, name: str, base: RoundBase, base_specs: dict) -> None:
     """Same architecture, tensors, shapes and dtypes as the base, and finite values (anchors: `check_anchors`)."""
-    ours, theirs = _architecture(base.folder), _architecture(folder)
+    ours, theirs = model_architecture(read_model_config(base.folder)), model_architecture(read_model_config(folder))
     if ours != theirs:
         raise ContributionRejected(f"is a {theirs[0]} {list(theirs[1])}, the base a {ours[0]} {list(ours[1])}: "
                                    "contributions must be the base's architecture (the body, without task head)")
@@ -93,33 +88,20 @@ def check_contribution_weights(folder: Path, name: str, base: RoundBase, base_sp
 def check_anchors(base: RoundBase, folders: dict[str, Path]) -> dict[str, str]:
     """Reasons of the contributions (name -> folder) whose anchored entries differ from the base's.
 
-    Each tensor's mask is drawn once for all contributions (the draw costs more than the comparisons).
+    One `verify_anchors_many` over all contributions: each tensor's mask is drawn once (the draw costs more
+    than the comparisons), with the round's spec and the base's manifest.
     """
-    readers = {name: StreamingCheckpointReader(f) for name, f in folders.items()}
-    drifted: dict[str, list] = {name: [] for name in folders}
-    total = 0
-    try:
-        with StreamingCheckpointReader(base.folder) as base_reader:
-            for key, entry in sorted(base.tna.manifest.items()):
-                if not entry["num_anchored"] or not readers:
-                    continue
-                pick = AnchorSelection(layout_from_manifest(key, entry), base.spec).take
-                reference = pick(base_reader.get(key))
-                total += reference.numel()
-                for name, reader in readers.items():
-                    values = pick(reader.get(key))
-                    bad = int((values != reference).sum())
-                    if bad:
-                        gap = float((values.double() - reference.double()).abs().nan_to_num(float("inf")).max())
-                        drifted[name].append((key, bad, gap))
-    finally:
-        for reader in readers.values():
-            reader.close()
+    if not folders:
+        return {}
+    names = list(folders)
+    reports = verify_anchors_many([folders[n] for n in names], base.folder, base.spec, base.tna, names=names)
     reasons = {}
-    for name, rows in drifted.items():
+    for name, report in zip(names, reports):
+        tensors = report["tensors"]
+        rows = [(key, t["num_drifted"], t["max_abs_drift"]) for key, t in tensors.items() if t["num_drifted"]]
         if rows:
             key, bad, gap = rows[0]
-            share = sum(r[1] for r in rows) / max(total, 1)
+            share = sum(r[1] for r in rows) / max(report["num_anchored"], 1)
             reasons[name] = (f"{bad} anchored entries of tensor {key!r} drifted from the base (max |drift| {gap:.3g}; "
                              f"{len(rows)} tensor(s), {share:.2%} of all anchors): it was not fine-tuned with round "
                              f"{base.round}'s anchors")

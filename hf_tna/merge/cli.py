@@ -15,7 +15,8 @@ import sys
 COMMANDS = ("soup", "interpolate", "barrier")
 
 
-def _common(p, what):
+def _fusion_args(p, what):
+    """Flags of every command that writes a fused checkpoint (soup, interpolate): output, dtype, checks, store."""
     p.add_argument("--output", "-o", required=True, help=f"folder to write the {what} into (must not exist)")
     p.add_argument("--dtype", default=None, help="output dtype (float32, bfloat16, float16); default: the inputs'")
     p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard, e.g. 5GB or 500MB")
@@ -58,7 +59,7 @@ def add_parser(subparsers):
         p.add_argument("--revision", default="main", help="branch to push to")
         p.add_argument("--private", action="store_true", help="create the repo private")
         p.add_argument("--commit-message", default=None)
-        _common(p, "soup")
+        _fusion_args(p, "soup")
         _eval_args(p)
         p.set_defaults(func=run_soup)
     if "interpolate" not in subparsers.choices:
@@ -67,7 +68,7 @@ def add_parser(subparsers):
         p.add_argument("a")
         p.add_argument("b")
         p.add_argument("--alpha", type=float, required=True, help="0 gives A, 1 gives B")
-        _common(p, "interpolated model")
+        _fusion_args(p, "interpolated model")
         p.set_defaults(func=run_interpolate)
     if "barrier" not in subparsers.choices:
         p = subparsers.add_parser("barrier", help="loss/accuracy barrier along the line between two checkpoints",
@@ -128,9 +129,9 @@ def _evaluator(args, model_path):
 
 
 def _local_folder(ref, store):
-    from .ingredients import load_ingredient
+    from ..hub import resolve_folder
 
-    return load_ingredient(ref, 0, store).folder
+    return resolve_folder(ref, store)[0]
 
 
 def run_soup(args) -> int:

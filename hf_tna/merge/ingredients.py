@@ -16,14 +16,10 @@ from pathlib import Path
 
 import torch
 
-from ..anchors import anchored_values
+from ..hub import resolve_folder
 from ..io import PICKLE_WEIGHTS_NAMES, StreamingCheckpointReader, safetensors_dtype
-from ..manifest import (
-    CONFIG_NAME,
-    TNAFileConfig,
-    layout_from_manifest,
-    values_sha256,
-)
+from ..manifest import CONFIG_NAME, TNAFileConfig
+from ..verify import check_manifests_agree, verify_anchors_many
 from .ops import check_finite, check_tensor_specs
 
 CONFIG_JSON = "config.json"
@@ -150,20 +146,12 @@ def load_ingredient(source, index: int = 0, store=None, allow_pickle: bool = Fal
     if isinstance(source, Mapping):
         return _from_tensors(f"state dict {index}", "<in-memory state dict>", dict(source), None)
     text = str(source)
-    folder, revision = Path(text), None
-    if not folder.is_dir():
-        if text.startswith((".", "/", "~")) or text.count("/") != 1 or text.endswith("/"):
-            raise FileNotFoundError(f"ingredient {index}: {text} is neither a folder nor a Hub repo id (org/name[@rev])")
-        from ..hub import open_store, parse_repo_ref
-
-        store = open_store(store) if store is None or isinstance(store, str) else store
-        repo_id, rev = parse_repo_ref(text)
-        try:
-            folder, revision = store.download(repo_id, rev or "main")
-        except (OSError, ValueError) as err:
-            raise ValueError(f"ingredient {index}: {text} is not a local folder, and {store!r} cannot give it: "
-                             f"{err}") from None
-        folder = Path(folder)
+    try:
+        folder, revision = resolve_folder(source, store)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"ingredient {index}: {err}") from None
+    except ValueError as err:
+        raise ValueError(f"ingredient {index}: {err}") from None
     name = f"ingredient {index} ({text})"
     ing = Ingredient(name=name, source=text, revision=revision, folder=folder)
     ing.config = _read_json(folder / CONFIG_JSON)
@@ -198,10 +186,15 @@ def _from_tensors(name, source, tensors, config) -> Ingredient:
 # --------------------------------------------------------------------------------------------------
 # Validation (before anything is written)
 # --------------------------------------------------------------------------------------------------
-def _architecture(config: dict | None) -> tuple | None:
-    if not config:
-        return None
+def model_architecture(config: dict | None) -> tuple[str | None, tuple[str, ...]]:
+    """(model_type, architectures) of a model's `config.json` contents; (None, ()) without a config."""
+    config = config or {}
     return config.get("model_type"), tuple(config.get("architectures") or ())
+
+
+def read_model_config(folder: Path) -> dict | None:
+    """A checkpoint folder's `config.json`, or None when it has none."""
+    return _read_json(Path(folder) / CONFIG_JSON)
 
 
 def validate_soup_ingredients(
@@ -210,15 +203,17 @@ def validate_soup_ingredients(
     """Check architecture, key sets, shapes, dtypes and anchors; return the shared anchor config or None.
 
     Raises ValueError naming the ingredient (and tensor) that does not fit. Ingredients without
-    `tna_config.json` are refused with `require_anchors`, else named in a warning.
+    `tna_config.json` are refused with `require_anchors`, else named in a warning. The anchor configs must
+    agree whatever the order of the ingredients, and (with `verify`) every ingredient's anchored entries
+    must match its manifest (`hf_tna.verify.verify_anchors_many`).
     """
     if not ingredients:
         raise ValueError("a soup needs at least one ingredient")
     names = [ing.name for ing in ingredients]
     ref = ingredients[0]
     for ing in ingredients[1:]:
-        a, b = _architecture(ref.config), _architecture(ing.config)
-        if a is not None and b is not None and a != b:
+        a, b = model_architecture(ref.config), model_architecture(ing.config)
+        if ref.config and ing.config and a != b:
             raise ValueError(f"{ing.name} is a {b[0]} {list(b[1])}, {ref.name} a {a[0]} {list(a[1])}: "
                              "a soup needs one architecture")
     dtypes = {d for ing in ingredients for _, d in ing.specs.values()}
@@ -235,35 +230,13 @@ def validate_soup_ingredients(
         warnings.warn(f"un-anchored ingredient(s) (no {CONFIG_NAME}): {', '.join(plain)}; the soup is not anchored "
                       "and may fuse poorly", stacklevel=3)
         return None
-    lead = anchored[0].tna
-    for ing in anchored[1:]:
-        if ing.tna.spec != lead.spec:
-            raise ValueError(f"{ing.name} was anchored with {ing.tna.spec.to_dict()}, {anchored[0].name} with "
-                             f"{lead.spec.to_dict()}: a soup needs one anchor spec across ingredients")
-        for key, entry in lead.manifest.items():
-            other = ing.tna.manifest.get(key)
-            if other is None or other["sha256"] != entry["sha256"]:
-                raise ValueError(f"{ing.name}: anchored tensor {key!r} has other anchor values than {anchored[0].name} "
-                                 "(anchored on another base); a soup needs one base")
-    if verify:
-        for ing in anchored:
-            _verify_anchors(ing)
+    configs, names = [ing.tna for ing in anchored], [ing.name for ing in anchored]
+    lead = check_manifests_agree(configs, names)
+    if verify:  # raw tensors: the manifest hashes the saved bytes, before any cast
+        sources = [ing.reader if ing.reader is not None else ing.tensors for ing in anchored]
+        for ing, report in zip(anchored, verify_anchors_many(sources, config=configs, names=names)):
+            bad = [k for k, t in report["tensors"].items() if t.get("hash_ok") is False or t.get("num_drifted")]
+            if bad:
+                raise ValueError(f"{ing.name}: anchored entries of tensor {bad[0]!r} drifted from {CONFIG_NAME} "
+                                 f"({len(bad)} tensor(s)); it was not trained with these anchors")
     return lead
-
-
-def _verify_anchors(ing: Ingredient) -> None:
-    """Anchored entries of an ingredient still match the manifest hashes, else ValueError."""
-    if ing.folder is not None and ing.reader is not None:
-        from ..verify import verify_anchors
-
-        report = verify_anchors(ing.folder, config=ing.tna)
-        bad = [k for k, t in report["tensors"].items() if t.get("hash_ok") is False or t.get("num_drifted")]
-    else:
-        bad = []
-        for key, entry in sorted(ing.tna.manifest.items()):
-            values = anchored_values(ing.get(key), layout_from_manifest(key, entry), ing.tna.spec)
-            if values_sha256(values) != entry["sha256"]:
-                bad.append(key)
-    if bad:
-        raise ValueError(f"{ing.name}: anchored entries of tensor {bad[0]!r} drifted from {CONFIG_NAME} "
-                         f"({len(bad)} tensor(s)); it was not trained with these anchors")

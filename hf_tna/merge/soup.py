@@ -401,7 +401,7 @@ def push_folder(folder, repo_id: str, store=None, revision: str = "main", privat
     """Upload a soup folder to a Hub repo (created if needed) through the store; return repo and sha."""
     from ..hub import open_store, parse_repo_ref
 
-    store = open_store(store) if store is None or isinstance(store, str) else store
+    store = open_store(store)
     repo, rev = parse_repo_ref(repo_id)
     revision = rev or revision
     store.create_repo(repo, private=private, exist_ok=True)
