@@ -322,3 +322,65 @@ def test_cli_errors_are_one_line_with_the_traceback_behind_debug(tmp_path, capsy
     with pytest.raises(Exception, match="missing"):
         cli.main(["verify", str(tmp_path / "missing"), "--debug"])
     assert cli.main(["--version"]) == 0 and "hf-tna" in capsys.readouterr().out
+
+
+def test_a_killed_runs_temporary_folder_is_removed_by_the_next_run_never_a_live_one(pair, tmp_path):
+    import os
+    import signal
+
+    from hf_tna.io import locked_scratch
+    from hf_tna.merge.soup import scratch_for
+
+    out = tmp_path / "soup"
+    pid = os.fork()
+    if pid == 0:  # a soup killed with SIGKILL while writing: no clean-up code runs
+        with scratch_for(out) as tmp:
+            (tmp / "model.safetensors").write_bytes(b"\0" * 4096)
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(pid, 0)
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".soup.tmp-") and p.is_dir()]
+    assert len(left) == 1 and (left[0] / "model.safetensors").exists()
+    with locked_scratch(tmp_path, ".soup.tmp-") as live:  # a concurrent live run's folder
+        build_soup(pair, out, progress=False)
+        assert live.exists()
+        assert not left[0].exists()  # the dead run's folder and its lock are gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["soup"]
+
+
+def test_coldfuse_scratch_of_a_dead_fuser_is_removed(tmp_path):
+    import os
+    import signal
+
+    from hf_tna.io import locked_scratch
+
+    pid = os.fork()
+    if pid == 0:
+        with locked_scratch(tmp_path, "coldfuse-fuse-"):
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert len(list(tmp_path.glob("coldfuse-fuse-*"))) == 2  # the folder and its lock
+    with locked_scratch(tmp_path, "coldfuse-fuse-") as mine:
+        assert sorted(tmp_path.glob("coldfuse-fuse-*")) == sorted([mine, tmp_path / f"{mine.name}.lock"])
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- 6/7 (outputs). Only floating output dtypes; a non-finite result is never published -----------------------
+@pytest.mark.parametrize("dtype", ["int8", "bool", "int64", "uint8"])
+def test_non_float_output_dtypes_are_refused(pair, tmp_path, dtype):
+    with pytest.raises(ValueError, match="not a floating type"):
+        build_soup(pair, tmp_path / "soup", dtype=dtype, progress=False)
+    assert cli.main(["soup", str(pair[0]), str(pair[1]), "-o", str(tmp_path / "cli"), "--dtype", dtype]) in (1, 2)
+    assert not (tmp_path / "soup").exists() and not (tmp_path / "cli").exists()
+
+
+def test_extrapolating_weights_that_overflow_the_output_dtype_are_refused(tmp_path):
+    a, b = build_tiny_bert(seed=1), build_tiny_bert(seed=2)
+    with torch.no_grad():
+        next(b.parameters()).fill_(6e4)  # near float16's limit: -1/+2 weights extrapolate past it
+    folders = [tmp_path / "m0", tmp_path / "m1"]
+    a.save_pretrained(folders[0])
+    b.save_pretrained(folders[1])
+    with pytest.raises(ValueError, match="NaN/inf"), pytest.warns(UserWarning, match="un-anchored"):
+        build_soup(folders, tmp_path / "soup", method="weighted", weights=[-1.0, 2.0], dtype="float16",
+                   progress=False, verify=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m0", "m1"]

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from .._version import __version__
 from ..anchors import AnchorSpec
 from ..hub import StaleParentError
-from ..io import ShardedSafetensorsWriter, StreamingCheckpointReader
+from ..io import ShardedSafetensorsWriter, StreamingCheckpointReader, locked_scratch
 from ..manifest import CONFIG_NAME, TNAFileConfig, layout_from_manifest, manifest_entry
 from ..merge.ingredients import model_architecture, read_model_config
-from ..merge.ops import average_tensors, check_finite, check_tensor_specs
+from ..merge.ops import average_tensors, check_finite, check_output_finite, check_tensor_specs
 from ..verify import verify_anchors_many
 from .card import model_card
 from .repo import (
@@ -166,7 +165,7 @@ def fuse_round(store, repo_id: str, round: int | None = None, extra_contribution
     for (row, _), w in zip(accepted, weights):
         row["weight"] = w / sum(weights)
     state = _next_state(base, [row for row, _ in accepted], rejected, weighting)
-    with tempfile.TemporaryDirectory(prefix="coldfuse-") as tmp:
+    with locked_scratch(None, "coldfuse-fuse-") as tmp:  # removed on any exit; stale ones of dead runs too
         out = Path(tmp) / "base"
         write_fused_base(base, [f for _, f in accepted], weights, state, out, progress)
         files = {p.relative_to(out).as_posix(): p for p in sorted(out.rglob("*")) if p.is_file()}
@@ -244,6 +243,7 @@ def write_fused_base(base: RoundBase, folders: list[Path], weights: list[float],
         with ShardedSafetensorsWriter(out, specs) as writer:
             for key in tqdm(list(specs), desc="coldfuse", unit="tensor", disable=not progress):
                 tensor = average_tensors((r.get(key) for r in readers), None if uniform else weights)
+                check_output_finite(tensor, key, f"the fused base of round {base.round + 1}")  # before any commit
                 if key in base.tna.manifest and next_spec == base.spec:
                     manifest[key] = base.tna.manifest[key]  # same mask; the anchored values came through bitwise
                 elif key in base.tna.manifest:

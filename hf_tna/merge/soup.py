@@ -18,7 +18,6 @@ import fnmatch
 import json
 import math
 import shutil
-import uuid
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from ..io import (
     SAFE_WEIGHTS_NAME,
     SAFETENSORS_DTYPES,
     ShardedSafetensorsWriter,
+    locked_scratch,
     safetensors_dtype,
 )
 from ..manifest import TNAFileConfig, layout_from_manifest, manifest_entry
@@ -43,6 +43,7 @@ from .ingredients import (
 )
 from .ops import (
     average_tensors,
+    check_output_finite,
     check_weights,
     interpolate_tensors,
     is_excluded,
@@ -91,29 +92,37 @@ def output_specs(ingredients, dtype, exclude, exclude_from):
     return out
 
 
+FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+
+
 def _torch_dtype(dtype):
-    if dtype is None or isinstance(dtype, torch.dtype):
-        return dtype
-    value = getattr(torch, str(dtype).replace("torch.", ""), None)
-    if not isinstance(value, torch.dtype):
-        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16, float16 or float64")
+    """The output dtype: None (the inputs') or a floating type; integer and bool outputs are refused."""
+    if dtype is None:
+        return None
+    value = dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype).replace("torch.", ""), None)
+    if value not in FLOAT_DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not a floating type a soup can be written in; use float32, bfloat16, "
+                         "float16 or float64")
     return value
 
 
-def prepare_output(output_dir) -> tuple[Path, Path]:
-    """(final folder, temporary folder beside it). Refuses an existing non-empty target."""
+def check_output_dir(output_dir) -> Path:
+    """The output folder: it must not exist, or be empty."""
     output_dir = Path(output_dir)
-    if output_dir.exists() and any(output_dir.iterdir()):
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         raise FileExistsError(f"output folder {output_dir} exists and is not empty; choose another or remove it")
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output_dir.parent / f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    return output_dir, tmp
+    return output_dir
+
+
+def scratch_for(output_dir: Path):
+    """The hidden temporary folder beside `output_dir` that a result is written into, then renamed; removed on
+    any failure, and by the next run if this process is killed (`hf_tna.io.locked_scratch`)."""
+    return locked_scratch(output_dir.parent, f".{output_dir.name}.tmp-")
 
 
 def finish_output(tmp: Path, output_dir: Path) -> None:
     if output_dir.exists():
-        output_dir.rmdir()  # empty, checked in prepare_output
+        output_dir.rmdir()  # empty, checked in check_output_dir
     tmp.rename(output_dir)
 
 
@@ -158,54 +167,54 @@ def write_fused(
         anchors = None
     template = template or ingredients[0]
     specs = output_specs([template], dtype, exclude, exclude_from)
-    output_dir, tmp = prepare_output(output_dir)
+    output_dir = check_output_dir(output_dir)
     threads = torch.get_num_threads()
     try:
-        manifest = dict(anchors.manifest) if anchors is not None else {}
-        recompute = anchors is not None and dtype is not None
-        torch.set_num_threads(1)  # streamed element-wise work is memory-bound; one thread avoids OpenMP waits
-        pending = None  # the previous chunk's write runs in a thread while the next chunk is computed
-        with ShardedSafetensorsWriter(tmp, specs, max_shard_size, weights_name) as writer, \
-                ThreadPoolExecutor(max_workers=1) as pool:
-            for key in tqdm(list(specs), desc="soup", unit="tensor", disable=not progress):
-                excluded = bool(exclude) and is_excluded(key, exclude)
-                if chunk_fuse is not None and not excluded and not (recompute and key in manifest):
-                    numel = math.prod(specs[key][0])
-                    for start in range(0, numel, CHUNK_ELEMENTS):
-                        values = chunk_fuse(key, start, min(numel, start + CHUNK_ELEMENTS))
-                        values = values.to(dtype) if dtype is not None else values
-                        pending = _write_async(pool, pending, writer.write_range, key, values, start)
-                    continue
-                if excluded:
-                    tensor = ingredients[exclude_from].get(key)
-                else:
-                    tensor = fuse(key)
-                if dtype is not None and tensor.is_floating_point():
-                    tensor = tensor.to(dtype)
-                if recompute and key in manifest:
-                    layout = layout_from_manifest(key, manifest[key])
-                    manifest[key] = manifest_entry(tensor, layout, anchors.spec)
-                pending = _write_async(pool, pending, writer.write, key, tensor)
-            if pending is not None:
-                pending.result()
-        torch.set_num_threads(threads)
-        copy_side_files(template.folder, tmp, trust_remote_code)
-        if weights_name == ADAPTER_SAFE_WEIGHTS_NAME and not (tmp / "adapter_config.json").exists():
-            (tmp / "adapter_config.json").write_text(json.dumps(template.adapter_config, indent=2, sort_keys=True))
-        soup_tna = None
-        if anchors is not None:
-            soup_tna = TNAFileConfig(anchors.spec, manifest, anchors.base_model, anchors.base_revision)
-            soup_tna.save(tmp)
-        recipe = {**recipe, "dtype": str(dtype or _torch_dtype_of([template])).replace("torch.", ""),
-                  "hf_tna_version": __version__}
-        write_recipe(tmp, recipe)
-        write_model_card(tmp, recipe, soup_tna.to_dict() if soup_tna else None, scores)
-        finish_output(tmp, output_dir)
-    except BaseException:
-        torch.set_num_threads(threads)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with scratch_for(output_dir) as tmp:  # removed on failure; renamed into place at the end
+            manifest = dict(anchors.manifest) if anchors is not None else {}
+            recompute = anchors is not None and dtype is not None
+            torch.set_num_threads(1)  # streamed element-wise work is memory-bound; one thread avoids OpenMP waits
+            pending = None  # the previous chunk's write runs in a thread while the next chunk is computed
+            with ShardedSafetensorsWriter(tmp, specs, max_shard_size, weights_name) as writer, \
+                    ThreadPoolExecutor(max_workers=1) as pool:
+                for key in tqdm(list(specs), desc="soup", unit="tensor", disable=not progress):
+                    excluded = bool(exclude) and is_excluded(key, exclude)
+                    if chunk_fuse is not None and not excluded and not (recompute and key in manifest):
+                        numel = math.prod(specs[key][0])
+                        for start in range(0, numel, CHUNK_ELEMENTS):
+                            values = chunk_fuse(key, start, min(numel, start + CHUNK_ELEMENTS))
+                            values = values.to(dtype) if dtype is not None else values
+                            check_output_finite(values, key)
+                            pending = _write_async(pool, pending, writer.write_range, key, values, start)
+                        continue
+                    if excluded:
+                        tensor = ingredients[exclude_from].get(key)
+                    else:
+                        tensor = fuse(key)
+                    if dtype is not None and tensor.is_floating_point():
+                        tensor = tensor.to(dtype)
+                    check_output_finite(tensor, key)
+                    if recompute and key in manifest:
+                        layout = layout_from_manifest(key, manifest[key])
+                        manifest[key] = manifest_entry(tensor, layout, anchors.spec)
+                    pending = _write_async(pool, pending, writer.write, key, tensor)
+                if pending is not None:
+                    pending.result()
+            torch.set_num_threads(threads)
+            copy_side_files(template.folder, tmp, trust_remote_code)
+            if weights_name == ADAPTER_SAFE_WEIGHTS_NAME and not (tmp / "adapter_config.json").exists():
+                (tmp / "adapter_config.json").write_text(json.dumps(template.adapter_config, indent=2, sort_keys=True))
+            soup_tna = None
+            if anchors is not None:
+                soup_tna = TNAFileConfig(anchors.spec, manifest, anchors.base_model, anchors.base_revision)
+                soup_tna.save(tmp)
+            recipe = {**recipe, "dtype": str(dtype or _torch_dtype_of([template])).replace("torch.", ""),
+                      "hf_tna_version": __version__}
+            write_recipe(tmp, recipe)
+            write_model_card(tmp, recipe, soup_tna.to_dict() if soup_tna else None, scores)
+            finish_output(tmp, output_dir)
     finally:
+        torch.set_num_threads(threads)
         for ing in [*ingredients, template]:
             ing.close()
     return {"output_dir": str(output_dir), "files": sorted(p.name for p in output_dir.iterdir()),
