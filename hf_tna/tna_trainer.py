@@ -24,8 +24,8 @@ from .manifest import (
     manifest_entry,
 )
 from .optimizer import AnchoredOptimizer, choose_zero_copy
-from .zero_copy import ZeroCopyMixin, zero_copy_class
 from .tna_config import TNAConfig
+from .zero_copy import ZeroCopyMixin, zero_copy_class
 
 logger = logging.get_logger(__name__)
 
