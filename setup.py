@@ -16,8 +16,11 @@ EXTRAS = {
         "matplotlib",
         "pandas",
         "peft>=0.15",
+        "trl>=1.16",
     ],
     "dev": ["ruff"],
+    # trl pulls torch: install it with your torch pinned (`pip install -c constraints.txt hf_tna[trl]`)
+    "trl": ["trl>=1.16"],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 

@@ -13,10 +13,10 @@ from .zero_copy import ZeroCopyAdam, ZeroCopyAdamW, ZeroCopySGD
 
 
 def __getattr__(name):  # transformers-dependent pieces are imported on first use
-    if name == "TNATrainer":
-        from .tna_trainer import TNATrainer
+    if name in ("TNATrainer", "TNATrainerMixin", "TNACallback", "anchored_optimizer_factory"):
+        from . import tna_trainer
 
-        return TNATrainer
+        return getattr(tna_trainer, name)
     if name == "TNAConfig":
         from .tna_config import TNAConfig
 
@@ -37,11 +37,14 @@ __all__ = [
     "AnchoredOptimizer",
     "TNAConfig",
     "TNAFileConfig",
+    "TNACallback",
     "TNATrainer",
+    "TNATrainerMixin",
     "ZeroCopyAdam",
     "ZeroCopyAdamW",
     "ZeroCopySGD",
     "anchor_mask",
+    "anchored_optimizer_factory",
     "create_anchored_optimizer",
     "verify_anchors",
 ]

@@ -1,30 +1,33 @@
-"""`TNATrainer`: a `transformers.Trainer` that trains with fixed neuron anchors (TNA-PFN).
+"""Anchors wherever `transformers.Trainer` trains: `TNATrainerMixin`, `TNATrainer`, `TNACallback` and a factory.
 
-Swap `Trainer` for `TNATrainer` and nothing else changes: the anchors are built from the model's weights
-when training starts, the optimizer (the one `Trainer` creates or the one you pass) is wrapped in an
-`AnchoredOptimizer`, gradients of anchored entries are zeroed before clipping, and `tna_config.json` is
-written beside every save, checkpoint and push.
+- `TNATrainerMixin` gives anchors to any `Trainer` subclass (`class TNASFTTrainer(TNATrainerMixin, SFTTrainer)`):
+  the optimizer (the one the trainer creates or the one you pass) becomes an anchored one, gradients of anchored
+  entries are zeroed before clipping, and `tna_config.json` is written beside every save, checkpoint and push.
+  `TNATrainer` is the mixin on `Trainer`: swap `Trainer` for it and nothing else changes.
+- `TNACallback` writes `tna_config.json` for a plain `Trainer` given an anchored optimizer.
+- `anchored_optimizer_factory` fits `Trainer(optimizer_cls_and_kwargs=...)`.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
 from .anchors import AnchorSpec, build_layouts, unwrap_model
+from .arguments import AnchorArguments
 from .manifest import (
     CONFIG_NAME,
     TNAFileConfig,
     check_layouts_match,
     manifest_entry,
 )
-from .optimizer import AnchoredOptimizer, choose_zero_copy
-from .tna_config import TNAConfig
+from .optimizer import AnchoredOptimizer, choose_zero_copy, create_anchored_optimizer
 from .zero_copy import ZeroCopyMixin, zero_copy_class
 
 logger = logging.get_logger(__name__)
@@ -71,28 +74,58 @@ def _refuse_sharding(args, forced: bool = False) -> None:
         )
 
 
-class TNATrainer(Trainer):
-    """`Trainer` with training-time neuron alignment: anchored entries keep their initial values.
+def training_args_of(init, args: tuple, kwargs: dict):
+    """The training arguments a `Trainer` subclass's `__init__` receives, found by keyword or by binding to the
+    parent's own signature (DPOTrainer's second positional argument is `ref_model`, not `args`)."""
+    if "args" in kwargs:
+        return kwargs["args"]
+    try:
+        return inspect.signature(init).bind_partial(*args, **kwargs).arguments.get("args")
+    except TypeError:
+        return None
 
-    Takes exactly `Trainer`'s arguments, plus:
-        anchor_spec (`AnchorSpec`, *optional*): the anchors. Defaults to `args.anchor_spec` when `args` is a
-            `TNAConfig`, else `AnchorSpec()` (ratio 0.4, element granularity, seed 0).
 
-    FSDP and DeepSpeed are refused (anchors need whole parameters on each rank): use DDP.
+def check_optimizer_trains_the_model(optimizer, model: torch.nn.Module) -> None:
+    """Refuse an anchored optimizer that holds none of the parameters being trained (e.g. built on the base
+    model before PEFT wrapped it, so it would step frozen weights while the adapters never move)."""
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    if trainable and not trainable & held:
+        raise ValueError(
+            f"the anchored optimizer holds none of the {len(trainable)} parameters being trained (it was built on "
+            "other parameters, e.g. on the base model before `peft_config` / `get_peft_model` added the adapters): "
+            "pass `anchor_spec=` and let the trainer build it, or build it on the model the trainer trains"
+        )
+
+
+class TNATrainerMixin:
+    """Training-time neuron alignment for any `transformers.Trainer` subclass: anchored entries keep their
+    initial values.
+
+        class TNASFTTrainer(TNATrainerMixin, SFTTrainer): ...
+
+    Takes exactly the parent trainer's arguments, plus:
+        anchor_spec (`AnchorSpec`, *optional*): the anchors. Defaults to the spec of an anchored optimizer passed
+            in `optimizers`, else to the `anchor_*` fields of `args` when its class mixes in `AnchorArguments`
+            (`TNAConfig`, `TNASFTConfig`, ...), else `AnchorSpec()` (ratio 0.4, element granularity, seed 0).
+
+    FSDP and DeepSpeed through accelerate are refused (use DDP, or FSDP2 in your own loop).
     """
 
     def __init__(self, *args, anchor_spec: AnchorSpec | None = None, **kwargs):
-        training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
-        _refuse_sharding(training_args)
+        _refuse_sharding(training_args_of(super().__init__, args, kwargs))
         super().__init__(*args, **kwargs)
         if self.is_fsdp_enabled or self.is_deepspeed_enabled:  # enabled by an accelerate config
             _refuse_sharding(None, forced=True)
         given = find_anchored_optimizer(self.optimizer)  # optimizers=(create_anchored_optimizer(...), None)
+        if given is not None:
+            check_optimizer_trains_the_model(given, unwrap_model(self.model))
+            given.mask_in_step = False  # training_step masks after the last backward of each step
         if anchor_spec is None:
             if given is not None:
                 anchor_spec = given.spec
             else:
-                anchor_spec = self.args.anchor_spec if isinstance(self.args, TNAConfig) else AnchorSpec()
+                anchor_spec = self.args.to_spec() if isinstance(self.args, AnchorArguments) else AnchorSpec()
         elif given is not None and given.spec != anchor_spec:
             raise ValueError(
                 f"anchor_spec={anchor_spec} differs from the spec of the anchored optimizer passed in `optimizers` "
@@ -214,7 +247,7 @@ class TNATrainer(Trainer):
             if self._resume_tna.spec != self.anchor_spec:
                 raise ValueError(
                     f"checkpoint {resume_from_checkpoint} was trained with anchors {self._resume_tna.spec}, "
-                    f"but this TNATrainer has {self.anchor_spec}; resume with the checkpoint's anchor settings"
+                    f"but this trainer has {self.anchor_spec}; resume with the checkpoint's anchor settings"
                 )
         return super().train(
             resume_from_checkpoint=resume_from_checkpoint, trial=trial, ignore_keys_for_eval=ignore_keys_for_eval, **kwargs
@@ -252,17 +285,126 @@ class TNATrainer(Trainer):
     def create_model_card(self, *args, tags=None, **kwargs):
         tags = [tags] if isinstance(tags, str) else list(tags or [])
         super().create_model_card(*args, tags=tags + ["hf_tna", "tna-pfn"], **kwargs)
-        if not self.is_world_process_zero():
-            return
-        path = Path(self.args.output_dir) / "README.md"
-        if path.exists():
-            spec = self.anchor_spec
-            section = (
-                "\n## Training-time neuron alignment (hf_tna)\n\n"
-                f"Trained with fixed neuron anchors (TNA-PFN, arXiv 2402.01342): ratio {spec.ratio}, "
-                f"granularity `{spec.granularity}`, seed {spec.seed}, round {spec.round}, include "
-                f"`{list(spec.include) if spec.include else 'all trainable'}`, exclude "
-                f"`{list(spec.exclude) if spec.exclude else []}`. Anchored entries hold their base values "
-                f"bitwise; `{CONFIG_NAME}` lists them per tensor. Check with `hf-tna verify {os.path.basename(self.args.output_dir)}`.\n"
+        if self.is_world_process_zero():
+            append_anchor_section(Path(self.args.output_dir) / "README.md", self.anchor_spec,
+                                  os.path.basename(os.path.normpath(self.args.output_dir)))
+
+
+ANCHOR_SECTION_TITLE = "## Training-time neuron alignment (hf_tna)"
+
+
+def append_anchor_section(path: Path, spec: AnchorSpec, where: str) -> None:
+    """Append the anchor section to the model card at `path` (written by `Trainer` or by another library, such
+    as TRL at every checkpoint), once."""
+    if not path.exists() or ANCHOR_SECTION_TITLE in path.read_text():
+        return
+    section = (
+        f"\n{ANCHOR_SECTION_TITLE}\n\n"
+        f"Trained with fixed neuron anchors (TNA-PFN, arXiv 2402.01342): ratio {spec.ratio}, "
+        f"granularity `{spec.granularity}`, seed {spec.seed}, round {spec.round}, include "
+        f"`{list(spec.include) if spec.include else 'all trainable'}`, exclude "
+        f"`{list(spec.exclude) if spec.exclude else []}`. Anchored entries hold their base values "
+        f"bitwise; `{CONFIG_NAME}` lists them per tensor. Check with `hf-tna verify {where}`.\n"
+    )
+    path.write_text(path.read_text() + section)
+
+
+class TNATrainer(TNATrainerMixin, Trainer):
+    """`Trainer` with training-time neuron alignment (TNA-PFN): anchored entries keep their initial values.
+
+    Takes exactly `Trainer`'s arguments, plus `anchor_spec` (see `TNATrainerMixin`); with `TNAConfig` as `args`,
+    the anchors come from its `anchor_*` fields.
+    """
+
+
+class TNACallback(TrainerCallback):
+    """`tna_config.json` for a plain `Trainer` given an anchored optimizer (`optimizers=(...)` or
+    `optimizer_cls_and_kwargs=(anchored_optimizer_factory(...), {...})`):
+
+        trainer = Trainer(model, args, ..., optimizers=(create_anchored_optimizer(model, spec=spec), None),
+                          callbacks=[TNACallback()])
+
+    It writes `tna_config.json` into every checkpoint (`on_save`) and into `args.output_dir` when training ends
+    (`on_train_end`); `trainer.save_model()` fires no callback event, so a folder saved that way gets none: use
+    `TNATrainer` (or the mixin), which writes it beside every save. A plain `Trainer` clips the gradient norm with
+    the anchored gradients counted (they are zeroed only inside `step()`): one warning says so; the mixin masks
+    them before clipping.
+    """
+
+    def __init__(self):
+        self._checked = False
+
+    def _optimizer(self, kwargs):
+        optimizer = find_anchored_optimizer(kwargs.get("optimizer"))
+        if optimizer is None:
+            raise ValueError(
+                "TNACallback found no anchored optimizer: pass one in `optimizers=` (hf_tna.create_anchored_optimizer) "
+                "or `optimizer_cls_and_kwargs=` (hf_tna.anchored_optimizer_factory), or use TNATrainer"
             )
-            path.write_text(path.read_text() + section)
+        return optimizer
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        optimizer = find_anchored_optimizer(kwargs.get("optimizer"))
+        if optimizer is None or self._checked:
+            return
+        self._checked = True
+        check_optimizer_trains_the_model(optimizer, unwrap_model(model))
+        if optimizer.mask_in_step and args.max_grad_norm and state.is_world_process_zero:
+            logger.warning(
+                "hf_tna: a plain Trainer clips the gradient norm before the anchored optimizer zeroes the anchored "
+                "gradients, so the clipped and logged norm counts them; use TNATrainer (or TNATrainerMixin) to count "
+                "free entries only"
+            )
+
+    def _write(self, folder, args, state, model, kwargs):
+        if not state.is_world_process_zero:
+            return
+        optimizer = self._optimizer(kwargs)
+        base_model, base_revision = base_model_info(unwrap_model(model))
+        TNAFileConfig(optimizer.spec, optimizer.manifest(), base_model, base_revision).save(folder)
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            self._write(folder, args, state, model, kwargs)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        self._write(args.output_dir, args, state, model, kwargs)
+
+
+def anchored_optimizer_factory(
+    optimizer_cls: type[torch.optim.Optimizer] = torch.optim.AdamW,
+    spec: AnchorSpec | None = None,
+    args=None,
+    zero_copy: bool | None = None,
+):
+    """A factory for `Trainer(optimizer_cls_and_kwargs=(factory, kwargs))`.
+
+    transformers calls a factory as `factory()(model, **kwargs)` with only your `kwargs` (no learning rate from
+    the training arguments, no decay / no-decay groups), so the factory takes the learning rate, the weight decay
+    and `Trainer`'s parameter groups from `args` (a `TrainingArguments`; its `anchor_*` fields give the spec when
+    it mixes in `AnchorArguments` and `spec` is None):
+
+        factory = anchored_optimizer_factory(torch.optim.AdamW, spec, args)
+        trainer = TNATrainer(model, args, optimizer_cls_and_kwargs=(factory, {"betas": (0.9, 0.95)}))
+    """
+    if spec is None:
+        spec = args.to_spec() if isinstance(args, AnchorArguments) else AnchorSpec()
+
+    class AnchoredOptimizerFactory:
+        def __call__(self, model: torch.nn.Module, **kwargs) -> torch.optim.Optimizer:
+            decay = set(Trainer.get_decay_parameter_names(None, model))
+            weight_decay = kwargs.pop("weight_decay", args.weight_decay if args is not None else 0.0)
+            groups = [
+                {"params": [p for n, p in model.named_parameters() if n in decay and p.requires_grad],
+                 "weight_decay": weight_decay},
+                {"params": [p for n, p in model.named_parameters() if n not in decay and p.requires_grad],
+                 "weight_decay": 0.0},
+            ]
+            groups = [g for g in groups if g["params"]]
+            kwargs.setdefault("lr", args.learning_rate if args is not None else 1e-3)
+            return create_anchored_optimizer(model, optimizer_cls, spec, params=groups, zero_copy=zero_copy, **kwargs)
+
+    AnchoredOptimizerFactory.__name__ = f"Anchored{optimizer_cls.__name__}Factory"
+    return AnchoredOptimizerFactory
