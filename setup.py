@@ -33,7 +33,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["hf_tna", "hf_tna.*"]),
-    package_data={"hf_tna": ["metrics/*/*.py"]},
+    package_data={"hf_tna": ["merge/metrics/*/*.py"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.4",

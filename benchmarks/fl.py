@@ -15,60 +15,84 @@ SuperNodes; each experiment's settings travel in the train config, so the Ray ac
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "examples" / "federated"), str(ROOT)]  # also inherited by the Ray workers
+sys.path.insert(0, str(ROOT))  # benchmarks.fl_app, here and in the Ray workers (they inherit sys.path)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from tna_fl_app.task import (  # noqa: E402
-    FLSettings,
-    build_model,
-    dirichlet_partition,
-    load_split,
-    simulate,
-    subsample,
-)
+
+from benchmarks.common import build_parser  # noqa: E402
+from benchmarks.fl_app import METHODS, SERVERS, RunSettings, run_experiment, simulate  # noqa: E402
+from hf_tna.arguments import AnchorArguments  # noqa: E402
+from hf_tna.example_data import build_federated_model, dirichlet_partition, load_image_split, subsample  # noqa: E402
 
 METHOD_NAMES = {"fedavg": "FedAvg", "fedpfn": "FedPFN", "fedpnu": "FedPNU"}
 SERVER_NAMES = {"fedavg": "FedAvg", "fedavgm": "FedAvgM", "fedadam": "FedAdam", "fedprox": "FedProx"}
 LAST = 5  # rounds averaged for the score
+QUICK_OUTPUT_DIR = Path("/tmp/hf_tna_fl_quick")
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--budget-minutes", type=float, default=30.0, help="wall-clock budget; sizes the training set")
-    p.add_argument("--quick", action="store_true", help="tiny smoke run (one alpha, one seed, 3 rounds)")
-    p.add_argument("--alphas", type=float, nargs="+", default=[0.1, 0.5])
-    p.add_argument("--servers", nargs="+", default=["fedavg", "fedavgm"], choices=sorted(SERVER_NAMES))
-    p.add_argument("--methods", nargs="+", default=["fedavg", "fedpfn", "fedpnu"], choices=sorted(METHOD_NAMES))
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--rounds", type=int, default=15)
-    p.add_argument("--num-clients", type=int, default=10)
-    p.add_argument(
-        "--train-size", type=int, default=None, help="training examples over all clients (default: from budget)"
+@dataclass
+class FLBenchmarkConfig(AnchorArguments):
+    """Settings of benchmarks/fl.py (lists are space-separated values). Every (alpha, server, method, seed)
+    combination is one run; the anchor fields are `AnchorArguments`' (FedPFN / FedPNU runs), with `anchor_seed`
+    following each run's seed unless given. `--quick`: one alpha, server and seed, 4 clients, 3 rounds."""
+
+    budget_minutes: float = field(default=30.0, metadata={"help": "Wall-clock budget; sizes the training set."})
+    quick: bool = field(default=False, metadata={"help": "Tiny smoke run (one alpha, one seed, 3 rounds)."})
+    alphas: list[float] = field(default_factory=lambda: [0.1, 0.5], metadata={"help": "Dirichlet label skews."})
+    servers: list[str] = field(
+        default_factory=lambda: ["fedavg", "fedavgm"], metadata={"help": "Server strategies: " + ", ".join(SERVERS)}
     )
-    p.add_argument("--test-size", type=int, default=1000)
-    p.add_argument("--local-epochs", type=int, default=1)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--anchor-ratio", type=float, default=0.4)
-    p.add_argument("--server-momentum", type=float, default=0.9, help="FedAvgM momentum")
-    p.add_argument("--num-cpus", type=int, default=2)
-    p.add_argument("--output-dir", type=Path, default=None, help="default: docs/results (quick: /tmp/hf_tna_fl_quick)")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.alphas, args.seeds, args.rounds, args.num_clients = args.alphas[:1], args.seeds[:1], 3, 4
-        args.servers, args.train_size, args.test_size = args.servers[:1], args.train_size or 800, 300
-    args.output_dir = args.output_dir or (Path("/tmp/hf_tna_fl_quick") if args.quick else ROOT / "docs" / "results")
+    methods: list[str] = field(
+        default_factory=lambda: list(METHODS), metadata={"help": "Methods: " + ", ".join(METHODS)}
+    )
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds of the runs."})
+    rounds: int = field(default=15, metadata={"help": "Federated rounds."})
+    num_clients: int = field(default=10, metadata={"help": "Simulated clients (all sampled every round)."})
+    train_size: int | None = field(
+        default=None, metadata={"help": "Training examples over all clients (default: from the budget)."}
+    )
+    test_size: int = field(default=1000, metadata={"help": "Server-side test examples."})
+    local_epochs: int = field(default=1, metadata={"help": "Local epochs per round."})
+    lr: float = field(default=0.05, metadata={"help": "Client SGD learning rate."})
+    momentum: float = field(default=0.9, metadata={"help": "Client SGD momentum."})
+    batch_size: int = field(default=16, metadata={"help": "Client batch size."})
+    anchor_seed: int | None = field(
+        default=None, metadata={"help": "Seed of the anchor mask (default: each run's seed)."}
+    )
+    server_momentum: float = field(default=0.9, metadata={"help": "FedAvgM momentum."})
+    num_cpus: int = field(default=2, metadata={"help": "CPUs Ray may use."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": f"Report folder (default: docs/results; quick: {QUICK_OUTPUT_DIR})."}
+    )
+
+    def __post_init__(self):
+        seed, self.anchor_seed = self.anchor_seed, 0 if self.anchor_seed is None else self.anchor_seed
+        super().__post_init__()  # the anchor fields (None, "each run's seed", is checked as seed 0)
+        self.anchor_seed = seed
+        bad = sorted(set(self.servers) - set(SERVERS)) + sorted(set(self.methods) - set(METHODS))
+        if bad:
+            raise ValueError(f"unknown server/method {bad}; servers: {SERVERS}, methods: {METHODS}")
+        if self.quick:
+            self.alphas, self.seeds, self.rounds, self.num_clients = self.alphas[:1], self.seeds[:1], 3, 4
+            self.servers, self.train_size, self.test_size = self.servers[:1], self.train_size or 800, 300
+        if self.output_dir is None:
+            self.output_dir = str(QUICK_OUTPUT_DIR if self.quick else ROOT / "docs" / "results")
+
+
+def parse_args(argv=None) -> FLBenchmarkConfig:
+    (args,) = build_parser(FLBenchmarkConfig, __doc__, prog="python benchmarks/fl.py").parse_args_into_dataclasses(
+        args=argv
+    )
     return args
 
 
@@ -78,7 +102,7 @@ def parse_args(argv=None):
 def calibrate(batch_size: int) -> dict:
     """Training and evaluation throughput of the CNN on one thread (the simulation runs one per actor)."""
     torch.set_num_threads(1)
-    model = build_model("cnn")
+    model = build_federated_model("cnn")
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x, y = torch.randn(batch_size, 1, 28, 28), torch.randint(0, 10, (batch_size,))
     start, steps = time.perf_counter(), 0
@@ -111,14 +135,14 @@ def client_sizes(labels: np.ndarray, args, alpha: float, seed: int) -> list[int]
 # --------------------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------------------
-def experiments(args) -> list[FLSettings]:
+def experiments(args: FLBenchmarkConfig) -> list[RunSettings]:
     """Seeds outermost, so a run cut short by the budget still covers every configuration."""
     return [
-        FLSettings(
+        RunSettings(
+            **args.anchor_kwargs(),
             method=m,
             server=s,
             rounds=args.rounds,
-            anchor_ratio=args.anchor_ratio,
             seed=seed,
             alpha=a,
             train_size=args.train_size,
@@ -142,11 +166,9 @@ def write_json(path: Path, data) -> None:
     tmp.replace(path)
 
 
-def run_all(args, todo: list[FLSettings], deadline: float, partial: Path) -> list[dict]:
+def run_all(args: FLBenchmarkConfig, todo: list[RunSettings], deadline: float, partial: Path) -> list[dict]:
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
-    from tna_fl_app.client_app import app as client_app
-    from tna_fl_app.server_app import run_experiment
 
     results: list[dict] = []
     server_app = ServerApp()
@@ -161,7 +183,7 @@ def run_all(args, todo: list[FLSettings], deadline: float, partial: Path) -> lis
             try:
                 out = run_experiment(grid, settings)
             except Exception as err:  # keep the other runs; report the failure in the table
-                out = {"settings": settings.to_config(), "error": repr(err), "accuracy": [], "bytes": []}
+                out = {"settings": settings.to_run_config(), "error": repr(err), "accuracy": [], "bytes": []}
             results.append(out)
             write_json(partial, results)
             acc = out["accuracy"][-1] if out["accuracy"] else float("nan")
@@ -171,14 +193,14 @@ def run_all(args, todo: list[FLSettings], deadline: float, partial: Path) -> lis
                 flush=True,
             )
 
-    simulate(server_app, client_app, args.num_clients, args.num_cpus, quiet=True)
+    simulate(server_app, args.num_clients, args.num_cpus, quiet=True)
     return results
 
 
 # --------------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------------
-def row_command(args, alpha: float, server: str, method: str) -> str:
+def row_command(args: FLBenchmarkConfig, alpha: float, server: str, method: str) -> str:
     parts = [
         "python",
         "benchmarks/fl.py",
@@ -211,6 +233,11 @@ def row_command(args, alpha: float, server: str, method: str) -> str:
         "--server-momentum",
         str(args.server_momentum),
     ]
+    defaults = FLBenchmarkConfig()
+    for name in AnchorArguments.anchor_field_names():  # the anchor flags besides the ratio, when not the default
+        value = getattr(args, name)
+        if name != "anchor_ratio" and value != getattr(defaults, name):
+            parts += ["--" + name.replace("_", "-"), *(map(str, value) if isinstance(value, list) else [str(value)])]
     return shlex.join(parts)
 
 
@@ -275,7 +302,7 @@ def write_report(args, results: list[dict], meta: dict, out_dir: Path) -> Path:
         "Setting: the CNN of the TNA-PFN authors' FL code (conv 32, conv 64, conv 64, fc 64, fc 10); "
         f"{args.num_clients} clients, all sampled every round; Dirichlet label skew; {args.rounds} rounds; "
         f"{args.local_epochs} local epoch(s) of SGD (lr {args.lr}, momentum {args.momentum}, batch {args.batch_size}); "
-        f"anchor ratio {args.anchor_ratio} (element granularity) for FedPFN/FedPNU; FedAvgM with server lr 1.0 and "
+        f"anchor ratio {args.anchor_ratio} ({args.anchor_granularity} granularity) for FedPFN/FedPNU; FedAvgM with server lr 1.0 and "
         f"momentum {args.server_momentum}. Score: server-side test accuracy averaged over the last {LAST} rounds, "
         "mean ± std over seeds (model init, partition, anchors and batch order all follow the seed).",
         "",
@@ -330,16 +357,18 @@ def write_report(args, results: list[dict], meta: dict, out_dir: Path) -> Path:
 
 
 def main(argv=None) -> Path:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
     start = time.time()
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
     speed = calibrate(args.batch_size)
     todo_count = len(args.alphas) * len(args.servers) * len(args.methods) * len(args.seeds)
     if args.train_size is None:
         args.train_size = size_training_set(args, todo_count, speed)
-    _, labels = load_split("train")
+    _, labels = load_image_split("train")
     meta = {
-        "command": "python benchmarks/fl.py " + shlex.join(argv if argv is not None else sys.argv[1:]),
+        "command": "python benchmarks/fl.py " + shlex.join(argv),
         "cpus": os.cpu_count(),
         "speed": speed,
         "planned": todo_count,
@@ -350,14 +379,14 @@ def main(argv=None) -> Path:
         f"speed {speed['train_samples_per_s']:.0f} samples/s",
         flush=True,
     )
-    partial = args.output_dir / "federated.json"
+    partial = output_dir / "federated.json"
     deadline = start + args.budget_minutes * 60
     results = run_all(args, experiments(args), deadline, partial)
     import flwr
 
     meta.update(minutes=(time.time() - start) / 60, flwr=flwr.__version__)
     write_json(partial, {"meta": meta, "args": {k: str(v) for k, v in vars(args).items()}, "results": results})
-    path = write_report(args, results, meta, args.output_dir)
+    path = write_report(args, results, meta, output_dir)
     print(f"[fl] wrote {path}", flush=True)
     return path
 

@@ -14,7 +14,9 @@ sys.path.insert(0, str(EXAMPLE))
 import finetune  # noqa: E402
 import run_modelsoup  # noqa: E402
 import soup_data  # noqa: E402
+import soup_diagnostics  # noqa: E402
 import soup_eval  # noqa: E402
+import soup_jobs  # noqa: E402
 import soup_report  # noqa: E402
 
 REPO = "tests/modelsoup-smoke"
@@ -117,7 +119,8 @@ def test_soup_pushed_through_store(run, hub_store):
     assert {"model.safetensors", "tna_config.json", "fusion_recipe.yaml", "README.md", "config.json"} <= set(files)
 
 
-def test_torch_evaluator_matches_hf_evaluator_and_backends_give_same_batches(tmp_path):
+def test_tensor_and_dataset_evaluators_agree_and_backends_give_same_batches(tmp_path):
+    from hf_tna.merge.evaluation import Evaluator
     from tests.common import build_tiny_vit
 
     rng = np.random.default_rng(0)
@@ -132,9 +135,12 @@ def test_torch_evaluator_matches_hf_evaluator_and_backends_give_same_batches(tmp
     build_tiny_vit(seed=0).save_pretrained(tmp_path / "vit")
     hf = soup_eval.build_evaluator(tmp_path / "vit", images, labels, backend="hf", device="cpu", batch_size=16)
     tv = soup_eval.build_evaluator(tmp_path / "vit", images, labels, backend="torch", device="cpu", batch_size=16)
+    assert type(hf) is type(tv) is Evaluator and tv.metric is None  # one evaluator; from tensors: no `evaluate`
     state_dict = soup_eval.read_state_dict(tmp_path / "vit")
     (l1, a1), (l2, a2) = hf(state_dict), tv(state_dict)
     assert a1 == a2 and l1 == pytest.approx(l2, rel=1e-6)
+    with pytest.raises(ValueError, match="holds 39 examples"):
+        Evaluator.from_tensors(build_tiny_vit(seed=0), {"pixel_values": torch.zeros(39, 1, 8, 8)}, torch.zeros(40))
 
 
 def test_augment_and_pixel_values():
@@ -148,15 +154,6 @@ def test_augment_and_pixel_values():
     assert torch.equal(soup_data.to_pixel_values(images, 28)[:, 0], images.float() / 127.5 - 1)
 
 
-def test_fashion_mnist_idx_files_parse():
-    try:
-        folder = soup_data.find_fashion_mnist()
-    except FileNotFoundError:
-        pytest.skip("dataset-fashion-mnist is not installed")
-    labels = soup_data.read_idx(folder / "t10k-labels-idx1-ubyte.gz")
-    assert labels.shape == (10000,) and set(np.unique(labels)) == set(range(10))
-
-
 def test_overwrite_refuses_folders_it_did_not_make(tmp_path):
     (tmp_path / "precious.txt").write_text("keep me")
     with pytest.raises(ValueError, match="refusing to delete"):
@@ -165,19 +162,35 @@ def test_overwrite_refuses_folders_it_did_not_make(tmp_path):
 
 
 def test_command_lines_help_and_validation():
-    for parser in (finetune.build_parser(), None):
+    for parser in (finetune.build_parser(), soup_diagnostics.build_parser(), None):
         with pytest.raises(SystemExit) as exc:
             if parser is None:
                 run_modelsoup.parse_config(["--help"])
             else:
                 parser.parse_args_into_dataclasses(args=["--help"])
         assert exc.value.code == 0
-    cfg = run_modelsoup.parse_config(["--quick", "--num-ingredients", "3"])
+    cfg = run_modelsoup.parse_config(["--quick", "--num-ingredients", "3", "--anchor_exclude", "classifier"])
     assert cfg.data == "digits" and cfg.num_ingredients == 3 and cfg.launcher == "inprocess"
+    assert cfg.to_spec().exclude == ("classifier",)  # the anchor flags are AnchorArguments'
+    with pytest.raises(ValueError, match="anchor_ratio"):
+        run_modelsoup.parse_config(["--quick", "--anchor_ratio", "1.5"])
     with pytest.raises(ValueError, match="multiple of vit_patch_size"):
         finetune.FinetuneConfig(vit_image_size=28, vit_patch_size=5)
     with pytest.raises(ValueError, match="not both"):
         run_modelsoup.parse_config(["--quick", "--smoke"])
+
+
+def test_finetune_job_command_line_parses_back():
+    """run_modelsoup.py hands each model to finetune.py as `dataclass_to_argv` of its settings objects."""
+    cfg = run_modelsoup.parse_config(["--quick", "--device", "cpu", "--anchor_exclude", "classifier", "pooler"])
+    hp = {"augment": "shift", "learning_rate": 0.00123, "weight_decay": 0.0456, "seed": 3, "label_smoothing": 0.1}
+    job = soup_jobs.build_job(cfg, "x", Path("s.npz"), Path("out/ing0"), Path("log"), "tna", hp, "base", cfg.epochs)
+    script, args = finetune.build_parser().parse_args_into_dataclasses(args=job.argv())
+    assert script == job.script and script.base_model == "base" and script.augment == "shift"
+    assert args.output_dir == "out/ing0" and args.learning_rate == 0.00123 and args.seed == 3
+    assert args.label_smoothing_factor == 0.1 and args.num_train_epochs == cfg.epochs and args.use_cpu
+    assert not args.dataloader_pin_memory and args.report_to in ("none", ["none"], [])  # finetune.py's defaults
+    assert args.to_spec() == cfg.to_spec()
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Data of the model-soup example: Fashion-MNIST (idx gz files) or sklearn's digits, split and batched for a ViT.
+"""Data of the model-soup example: Fashion-MNIST or sklearn's digits (loaded by `hf_tna.example_data`), split
+and batched for a ViT.
 
 Images are kept as uint8 arrays (N, H, W) in [0, 255] until a batch is made; `ImageCollator` turns a batch
 into the model's `pixel_values` (scaled to [-1, 1], optionally shifted/flipped, resized to the model's
@@ -23,34 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hf_tna.example_data import (  # noqa: F401  (re-exported for the example's other modules)
-    FASHION_MNIST_FILES,
-    find_fashion_mnist,
-    load_digits_uint8,
-    load_fashion_mnist,
-    read_idx,
-)
+from hf_tna.example_data import load_digits_uint8, load_fashion_mnist
 
-HERE = Path(__file__).resolve().parent
-FASHION_MNIST_LABELS = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
 SPLITS = ("pretrain", "finetune", "val", "test")
 AUGMENTS = ("none", "shift", "shift_flip")
 
 
-# --------------------------------------------------------------------------------------------------
-# Raw data
-# --------------------------------------------------------------------------------------------------
 # --------------------------------------------------------------------------------------------------
 # Splits
 # --------------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import argparse
 import itertools
 import json
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -112,13 +113,29 @@ def summary(diag: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+@dataclass
+class DiagnosticsConfig:
+    """Settings of soup_diagnostics.py besides the work dir (its one positional argument)."""
+
+    subset: list[int] | None = field(default=None, metadata={"help": "Ingredient indices of a subset soup."})
+    eval_backend: str = field(
+        default="auto", metadata={"help": "As run_modelsoup.py's --eval_backend.", "choices": ["auto", "hf", "torch"]}
+    )
+
+
+def build_parser():
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(
+        DiagnosticsConfig, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("work_dir", type=Path, help="a finished run_modelsoup.py work dir")
-    parser.add_argument("--subset", type=int, nargs="*", default=None, help="ingredient indices of a subset soup")
-    parser.add_argument("--eval_backend", default="auto", choices=["auto", "hf", "torch"])
-    args = parser.parse_args(argv)
-    diag = run_diagnostics(args.work_dir, args.subset, args.eval_backend)
+    return parser
+
+
+def main(argv=None):
+    cfg, positional = build_parser().parse_args_into_dataclasses(args=argv)
+    diag = run_diagnostics(positional.work_dir, cfg.subset, cfg.eval_backend)
     print(summary(diag))
     return diag
 

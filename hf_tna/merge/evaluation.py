@@ -102,13 +102,14 @@ class Evaluator:
         processor: tokenizer or image processor, needed when the split is not already tensorised.
         input_column / label_column: raw text or image column, label column.
         batch_size, max_samples: evaluation batch size and optional cap on samples.
+        device: where the model runs and batches go (default: leave the model where it is).
+
+    `Evaluator.from_tensors` builds one from inputs that are already tensors, without `datasets` or `evaluate`.
     """
 
     def __init__(self, model, dataset, task=None, processor=None, split="validation", input_column=None,
-                 label_column="label", batch_size=32, max_samples=None):
-        from ..anchors import checkpoint_names, unwrap_model
-
-        self.model = unwrap_model(model).eval()
+                 label_column="label", batch_size=32, max_samples=None, device=None):
+        self._bind_model(model, device)
         self.task = task or detect_task(self.model)
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
@@ -120,6 +121,34 @@ class Evaluator:
         self.inputs, self.labels = _preprocess(dataset, self.model, self.task, processor, input_column, label_column)
         self.batch_size = batch_size
         self.metric = load_metric("accuracy")
+
+    @classmethod
+    def from_tensors(cls, model, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor, task=None, batch_size=32,
+                     device=None) -> Evaluator:
+        """An evaluator of model-ready inputs (e.g. ``{"pixel_values": ...}``, first dimension = examples) and their
+        labels. Needs neither `datasets` nor `evaluate`: accuracy is counted (the value the bundled metric gives)."""
+        n = len(labels)
+        bad = [k for k, v in inputs.items() if len(v) != n]
+        if bad:
+            raise ValueError(f"inputs[{bad[0]!r}] holds {len(inputs[bad[0]])} examples, labels hold {n}")
+        self = cls.__new__(cls)
+        self._bind_model(model, device)
+        self.task = task or detect_task(self.model)
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        self.inputs, self.labels = dict(inputs), torch.as_tensor(labels, dtype=torch.long)
+        self.batch_size = batch_size
+        self.metric = None
+        return self
+
+    def _bind_model(self, model, device) -> None:
+        """The skeleton (on `device` when given) and its checkpoint-named parameters and buffers."""
+        from ..anchors import checkpoint_names, unwrap_model
+
+        self.device = torch.device(device) if device is not None else None
+        self.model = unwrap_model(model).eval()
+        if self.device is not None:
+            self.model.to(self.device)
         names = checkpoint_names(self.model)
         self.params = {names[id(p)]: p for p in self.model.parameters() if id(p) in names}
         self.buffers = dict(self.model.named_buffers())
@@ -143,10 +172,16 @@ class Evaluator:
         for start in range(0, n, self.batch_size):
             batch = {k: v[start : start + self.batch_size] for k, v in self.inputs.items()}
             labels = self.labels[start : start + self.batch_size]
+            if self.device is not None:
+                batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+                labels = labels.to(self.device, non_blocking=True)
             logits = self.model(**batch).logits.float()
             total_loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
             preds.append(logits.argmax(-1))
-        accuracy = self.metric.compute(predictions=torch.cat(preds).tolist(), references=self.labels.tolist())
+        predictions = torch.cat(preds).cpu()
+        if self.metric is None:  # from_tensors: counted
+            return total_loss / n, int((predictions == self.labels.cpu()).sum()) / n
+        accuracy = self.metric.compute(predictions=predictions.tolist(), references=self.labels.tolist())
         return total_loss / n, float(accuracy["accuracy"])
 
     def __call__(self, state_dict: Mapping[str, torch.Tensor] | None = None) -> tuple[float, float]:
