@@ -34,6 +34,12 @@ class AnchorArguments:
         anchor_exclude (`list[str]` or `None`): regex patterns of parameters never anchored (e.g. `classifier`
             for a task head).
         anchor_round (`int`, defaults to 0): round offset of the draw (federated / ColD-fusion rounds).
+        anchor_shared_init (`bool`, defaults to True): initialise new weights (a fresh head, new embedding rows,
+            adapters) from the anchor seed and their names (`hf_tna.shared_init`), so contributors with different
+            training seeds anchor them at the same values; False keeps your own initialisation.
+        anchor_zero_copy (`bool` or `None`): True for zero-copy anchors (torch AdamW / Adam / SGD: no mask and no
+            copy of the anchor values kept), False for the restore path (any optimizer); None picks zero copy on
+            accelerators and the restore path on CPU.
     """
 
     anchor_ratio: float = field(
@@ -55,6 +61,16 @@ class AnchorArguments:
         default=None, metadata={"help": "Regex patterns of parameter names never anchored, e.g. classifier."}
     )
     anchor_round: int = field(default=0, metadata={"help": "Round offset of the mask draw (federated / ColD fusion)."})
+    anchor_shared_init: bool = field(
+        default=True,
+        metadata={"help": "Initialise the weights the model did not load (a fresh head, new embedding rows, adapters) "
+                  "from the anchor seed, so every contributor starts them from the same values."},
+    )
+    anchor_zero_copy: bool | None = field(
+        default=None,
+        metadata={"help": "Zero-copy anchors (torch AdamW/Adam/SGD; no stored mask or values): true or false; unset "
+                  "picks zero copy on accelerators and the restore path on CPU."},
+    )
 
     def __post_init__(self):
         try:
@@ -76,6 +92,22 @@ class AnchorArguments:
             round=self.anchor_round,
         )
 
+    @classmethod
+    def from_spec(cls, spec: AnchorSpec, **kwargs):
+        """These settings (any subclass: `TNAConfig.from_spec(spec, output_dir=...)`) for `spec`; the other
+        fields from `kwargs`."""
+        include = list(spec.include) if spec.include else None
+        exclude = list(spec.exclude) if spec.exclude else None
+        return cls(
+            anchor_ratio=spec.ratio,
+            anchor_seed=spec.seed,
+            anchor_granularity=spec.granularity,
+            anchor_include=include,
+            anchor_exclude=exclude,
+            anchor_round=spec.round,
+            **kwargs,
+        )
+
     @property
     def anchor_spec(self) -> AnchorSpec:
         return self.to_spec()
@@ -87,3 +119,52 @@ class AnchorArguments:
     def anchor_kwargs(self) -> dict:
         """The anchor fields as keyword arguments (to pass them on to another config)."""
         return {name: getattr(self, name) for name in self.anchor_field_names()}
+
+
+def dataclass_to_argv(obj) -> list[str]:
+    """The command line that `HfArgumentParser(type(obj))` parses back into `obj` (a dataclass instance).
+
+    Every init field is written as `--name value` (`--name=value` when the value starts with "-"): booleans as
+    `true`/`false`, enums by value, lists as several values, dicts as JSON. A None (or an empty list) is left out
+    when it is the field's default, so the parser restores it; what a command line cannot say (another None or
+    empty list, a list item that looks like a flag) raises ValueError.
+    Used to hand a script's config to another process (`accelerate launch script.py *argv`).
+    """
+    import dataclasses
+    import enum
+    import json
+    import re
+
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        raise TypeError(f"dataclass_to_argv needs a dataclass instance, got {type(obj).__name__}")
+    argv: list[str] = []
+    for f in dataclasses.fields(obj):
+        if not f.init:
+            continue
+        value = getattr(obj, f.name)
+        if value is None or (isinstance(value, (list, tuple)) and not value):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            restored = default is None if value is None else isinstance(default, (list, tuple)) and not default
+            if restored:  # the parser's default gives it back
+                continue
+            raise ValueError(
+                f"{type(obj).__name__}.{f.name} is {value!r}, which a command line cannot express (its default is "
+                f"{default!r}); give it a value"
+            )
+        if isinstance(value, enum.Enum):
+            value = value.value
+        if isinstance(value, (list, tuple)):
+            items = [str(v.value if isinstance(v, enum.Enum) else v) for v in value]
+            flag_like = [v for v in items if v.startswith("-") and not re.fullmatch(r"-\d+|-\d*\.\d+", v)]
+            if flag_like:
+                raise ValueError(
+                    f"{type(obj).__name__}.{f.name} holds {flag_like[0]!r}, which argparse would read as a flag in "
+                    "a list; pass it another way"
+                )
+            argv += [f"--{f.name}", *items]
+        elif isinstance(value, bool):
+            argv += [f"--{f.name}", "true" if value else "false"]
+        else:
+            text = json.dumps(value) if isinstance(value, dict) else str(value)
+            argv += [f"--{f.name}={text}"] if text.startswith("-") else [f"--{f.name}", text]  # "-x" is no flag
+    return argv

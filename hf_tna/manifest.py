@@ -23,7 +23,10 @@ from .anchors import (
 )
 
 CONFIG_NAME = "tna_config.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Format history (readers accept every older version):
+#   1: anchor_spec, base_model, base_revision, hash, manifest, tensor_namespace
+#   2: + shared_init (tensors, or rows, initialised from the anchor seed: `hf_tna.shared_init`)
 
 def values_sha256(values: torch.Tensor) -> str:
     """sha256 of a tensor's raw bytes (contiguous, on CPU)."""
@@ -65,6 +68,15 @@ def check_manifest_entry(name: str, entry, source: str = CONFIG_NAME) -> None:
         raise ValueError(f"{source}: manifest entry {name!r} has a non-string key {entry['key']!r}")
 
 
+def _shared_init(value, source: str) -> dict:
+    if not isinstance(value, dict) or not all(
+        rows is None or (isinstance(rows, list) and len(rows) == 2 and all(type(r) is int and r >= 0 for r in rows))
+        for rows in value.values()
+    ):
+        raise ValueError(f"{source}: 'shared_init' must map tensor names to null or [start_row, stop_row]")
+    return dict(value)
+
+
 def layout_from_manifest(name: str, entry: dict) -> TensorLayout:
     return TensorLayout(name, tuple(entry["shape"]), entry.get("unit_dim"), entry.get("key") or name)
 
@@ -78,6 +90,7 @@ class TNAFileConfig:
     base_model: str | None = None
     base_revision: str | None = None
     hf_tna_version: str = __version__
+    shared_init: dict[str, list[int] | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -88,6 +101,7 @@ class TNAFileConfig:
             "hash": HASH_NAME,
             "hf_tna_version": self.hf_tna_version,
             "manifest": self.manifest,
+            "shared_init": dict(sorted(self.shared_init.items())),
             "tensor_namespace": "checkpoint",
         }
 
@@ -124,6 +138,7 @@ class TNAFileConfig:
             base_model=d.get("base_model"),
             base_revision=d.get("base_revision"),
             hf_tna_version=d.get("hf_tna_version", "unknown"),
+            shared_init=_shared_init(d.get("shared_init") or {}, source),
         )
 
     @classmethod

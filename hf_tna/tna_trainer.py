@@ -28,6 +28,7 @@ from .manifest import (
     manifest_entry,
 )
 from .optimizer import AnchoredOptimizer, choose_zero_copy, create_anchored_optimizer
+from .shared_init import shared_initialize
 from .zero_copy import ZeroCopyMixin, zero_copy_class
 
 logger = logging.get_logger(__name__)
@@ -108,11 +109,16 @@ class TNATrainerMixin:
         anchor_spec (`AnchorSpec`, *optional*): the anchors. Defaults to the spec of an anchored optimizer passed
             in `optimizers`, else to the `anchor_*` fields of `args` when its class mixes in `AnchorArguments`
             (`TNAConfig`, `TNASFTConfig`, ...), else `AnchorSpec()` (ratio 0.4, element granularity, seed 0).
+        new_weights (`list[str]`, *optional*): checkpoint names of the weights the model did not load from its
+            pretrained checkpoint (e.g. `missing_keys` of `from_pretrained(..., output_loading_info=True)`).
+            They (default: those found by `hf_tna.shared_init.find_new_weights`: a fresh head, resized embedding
+            rows, adapters) are re-initialised from the anchor seed so every contributor starts from the same
+            values; `anchor_shared_init=False` in the arguments keeps your own initialisation.
 
     FSDP and DeepSpeed through accelerate are refused (use DDP, or FSDP2 in your own loop).
     """
 
-    def __init__(self, *args, anchor_spec: AnchorSpec | None = None, **kwargs):
+    def __init__(self, *args, anchor_spec: AnchorSpec | None = None, new_weights=None, **kwargs):
         _refuse_sharding(training_args_of(super().__init__, args, kwargs))
         super().__init__(*args, **kwargs)
         if self.is_fsdp_enabled or self.is_deepspeed_enabled:  # enabled by an accelerate config
@@ -136,8 +142,14 @@ class TNATrainerMixin:
         self.anchor_spec = anchor_spec
         self._resume_tna: TNAFileConfig | None = None
         self._pre_resume_hashes: dict[str, str] | None = None
-        if anchor_spec.ratio > 0 and self.model is not None:  # bad include/exclude patterns fail now
-            build_layouts(self.anchor_target(self.model), anchor_spec)
+        self.shared_init: dict[str, list[int] | None] = {}
+        if anchor_spec.ratio > 0 and self.model is not None:
+            target = self.anchor_target(unwrap_model(self.model))
+            build_layouts(target, anchor_spec)  # bad include/exclude patterns fail now
+            if getattr(self.args, "anchor_shared_init", True):
+                self.shared_init = shared_initialize(target, anchor_spec, new_weights)
+                if self.shared_init and given is not None:
+                    given.reset_anchor_values()  # the optimizer was built on the values before
 
     # --- anchors ---
     @property
@@ -268,7 +280,8 @@ class TNATrainerMixin:
         if self._resume_tna is not None:
             base_model = self._resume_tna.base_model or base_model
             base_revision = self._resume_tna.base_revision or base_revision
-        return TNAFileConfig(self.anchor_spec, manifest, base_model, base_revision)
+        shared = self._resume_tna.shared_init if self._resume_tna is not None else self.shared_init
+        return TNAFileConfig(self.anchor_spec, manifest, base_model, base_revision, shared_init=shared)
 
     # --- saving, logging, model card ---
     def _save(self, output_dir: str | None = None, state_dict=None):

@@ -131,7 +131,9 @@ def check_manifests_agree(configs: Sequence[TNAFileConfig], names: Sequence[str]
             if _entry(key, config.manifest[key]) != _entry(key, lead.manifest[key]):
                 raise ValueError(
                     f"{name}: anchored tensor {key!r} has other anchor values than {lead_name} (anchored on "
-                    "another base); checkpoints fused together need one base"
+                    "another base); checkpoints fused together need one base. If it is a weight the runs added "
+                    "(a fresh head, new embedding rows, adapters), they were initialised differently: train them "
+                    "with anchor_shared_init=True (the default) so every run starts them from the anchor seed"
                 )
     return lead
 

@@ -133,13 +133,12 @@ def test_peft_lora_anchors_adapter_parameters(tmp_path):
     from peft import LoraConfig, get_peft_model
 
     model = get_peft_model(build_tiny_bert(), LoraConfig(r=4, target_modules=["query", "value"], lora_dropout=0.0))
-    for name, param in model.named_parameters():  # LoRA B starts at 0: give it values so anchors mean something
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.02)
-    start = checkpoint_state(model)
     spec = AnchorSpec(ratio=0.5)
     trainer = TNATrainer(model=model, args=TrainingArguments(**base_args(tmp_path)), train_dataset=text_dataset(),
                          anchor_spec=spec)
+    # the adapters are new weights: initialised from the anchor seed (LoRA's own scheme: A random, B zero)
+    assert trainer.shared_init and all("lora_" in name for name in trainer.shared_init)
+    start = checkpoint_state(model)
     trainer.train()
     layouts = [layout.name for layout, _ in build_layouts(model, spec)]
     assert any("lora_A" in n for n in layouts) and any("lora_B" in n for n in layouts)

@@ -165,3 +165,24 @@ def test_path_choice_and_refusals(caplog):
     assert isinstance(create_anchored_optimizer(model, torch.optim.RMSprop, AnchorSpec(), lr=1e-3), AnchoredOptimizer)
     with pytest.raises(ValueError, match="RMSprop"):
         create_anchored_optimizer(model, torch.optim.RMSprop, AnchorSpec(), zero_copy=True, lr=1e-3)
+
+
+def test_tna_trainer_takes_the_zero_copy_path_when_asked(tmp_path):
+    from hf_tna import TNAConfig, TNATrainer, verify_anchors
+    from hf_tna.zero_copy import ZeroCopyMixin
+    from tests.common import build_tiny_bert, text_dataset
+
+    reports = {}
+    for zero_copy in (True, False):
+        model = build_tiny_bert()
+        args = TNAConfig(output_dir=str(tmp_path / str(zero_copy)), per_device_train_batch_size=8, max_steps=3,
+                         learning_rate=1e-2, weight_decay=0.1, report_to="none", use_cpu=True, save_strategy="no",
+                         logging_steps=1, anchor_zero_copy=zero_copy, optim="adamw_torch")
+        trainer = TNATrainer(model=model, args=args, train_dataset=text_dataset())
+        trainer.train()
+        assert isinstance(trainer.anchored_optimizer, ZeroCopyMixin) == zero_copy
+        assert all(log.get("anchor_drift", 0.0) == 0.0 for log in trainer.state.log_history)
+        trainer.save_model(str(tmp_path / f"out{zero_copy}"))
+        assert verify_anchors(tmp_path / f"out{zero_copy}", build_tiny_bert())["intact"]
+        reports[zero_copy] = trainer.anchored_optimizer.manifest()
+    assert reports[True] == reports[False]  # one manifest whichever path
