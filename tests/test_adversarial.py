@@ -384,3 +384,78 @@ def test_extrapolating_weights_that_overflow_the_output_dtype_are_refused(tmp_pa
         build_soup(folders, tmp_path / "soup", method="weighted", weights=[-1.0, 2.0], dtype="float16",
                    progress=False, verify=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m0", "m1"]
+
+
+# --- 9/10. ColD fusion between parties who need not trust each other -----------------------------------------
+def _cold_contribution(store, repo_id, name, tmp_path, shift, meta_update=None, pusher=None):
+    """A contribution of `name` to round 0: the base body with every free entry moved by `shift`."""
+    from safetensors.torch import load_file
+
+    from hf_tna.anchors import AnchorSelection
+    from hf_tna.coldfuse.repo import STATE_FORMAT, STATE_NAME, load_round_base
+    from hf_tna.coldfuse.runner import publish_contribution
+    from hf_tna.manifest import layout_from_manifest
+
+    base = load_round_base(store, repo_id, 0)
+    out = tmp_path / f"{name}-{shift}"
+    shutil.copytree(base.folder, out, ignore=shutil.ignore_patterns(STATE_NAME, "README.md", ".gitattributes"))
+    tensors = load_file(out / "model.safetensors")
+    for key, entry in base.tna.manifest.items():
+        anchored = AnchorSelection(layout_from_manifest(key, entry), base.spec).dense_mask()
+        tensors[key] = torch.where(anchored, tensors[key], tensors[key] + shift)
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    meta = {"format": STATE_FORMAT, "base_repo": repo_id, "round": 0, "base_revision": base.sha,
+            "anchor_spec": base.spec.to_dict(), "task": name, "num_examples": 10, **(meta_update or {})}
+    return publish_contribution(pusher or store, repo_id, 0, name, out, meta)
+
+
+def test_contributors_cannot_speak_for_each_other_on_the_hub(hub_user, tmp_path):
+    from hf_tna.coldfuse.fuser import fuse_round
+    from hf_tna.coldfuse.runner import init_coldfuse
+
+    fuser, alice, bob = hub_user("fuser"), hub_user("alice"), hub_user("bob")
+    repo = "cold/trust"
+    init_coldfuse(fuser, repo, build_tiny_bert(2), anchor_spec=SPEC)
+    _cold_contribution(fuser, repo, "alice", tmp_path, 0.01, pusher=alice)
+    _cold_contribution(fuser, repo, "bob", tmp_path, 0.02, pusher=alice)  # Alice on Bob's branch
+    _cold_contribution(fuser, repo, "alice2", tmp_path, 0.03, pusher=alice)  # Alice again, under a second name
+    _cold_contribution(fuser, repo, "carol", tmp_path, 0.01, pusher=hub_user("carol"))  # a copy of Alice's bytes
+    report = fuse_round(fuser, repo, 0)
+    assert [row["contributor"] for row in report["accepted"]] == ["alice"]
+    reasons = {row["contributor"]: row["reason"] for row in report["rejected"]}
+    assert "commits by alice" in reasons["bob"] and "commits by alice" in reasons["alice2"]
+    assert "byte-identical to those of alice's" in reasons["carol"]
+
+
+def test_metadata_must_name_the_branchs_contributor(local_store, tmp_path):
+    from hf_tna.coldfuse.fuser import fuse_round
+    from hf_tna.coldfuse.runner import init_coldfuse
+
+    init_coldfuse(local_store, "cold/meta", build_tiny_bert(2), anchor_spec=SPEC)
+    _cold_contribution(local_store, "cold/meta", "alice", tmp_path, 0.01)
+    with pytest.raises(ValueError, match="a contribution speaks for its own contributor only"):
+        _cold_contribution(local_store, "cold/meta", "bob", tmp_path, 0.02, meta_update={"contributor": "alice"})
+    report = fuse_round(local_store, "cold/meta", 0)  # a LocalStore reports no authors: names must still agree
+    assert [row["contributor"] for row in report["accepted"]] == ["alice"]
+
+
+def test_the_loser_of_a_fuser_race_reports_already_fused(local_store, tmp_path, monkeypatch):
+    from hf_tna.coldfuse import fuser as fuser_module
+    from hf_tna.coldfuse.runner import init_coldfuse
+
+    init_coldfuse(local_store, "cold/race", build_tiny_bert(2), anchor_spec=SPEC)
+    for i, name in enumerate(("alice", "bob")):
+        _cold_contribution(local_store, "cold/race", name, tmp_path, 0.01 * (i + 1))
+    real = fuser_module.write_fused_base
+    state = {"raced": False}
+
+    def write_then_lose_the_race(*args, **kwargs):
+        real(*args, **kwargs)
+        if not state["raced"]:  # a second fuser, started a moment later, commits first
+            state["raced"] = True
+            assert fuser_module.fuse_round(local_store, "cold/race", 0)["status"] == "fused"
+
+    monkeypatch.setattr(fuser_module, "write_fused_base", write_then_lose_the_race)
+    report = fuser_module.fuse_round(local_store, "cold/race", 0)
+    assert report["status"] == "already-fused" and len(report["accepted"]) == 2
+    assert sum(1 for t in local_store.list_refs("cold/race")["tags"] if t == "round-1") == 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from pathlib import Path
 
 from .._version import __version__
@@ -29,9 +31,52 @@ from .repo import (
     round_tag,
 )
 
+logger = logging.getLogger(__name__)
+
 
 class ContributionRejected(ValueError):
     """A contribution does not fit the round; the message says why."""
+
+
+class _AlreadyFused(Exception):
+    """Another fuser committed this round's result to `main` first."""
+
+
+def check_contributor_identity(store, item: dict, meta: dict, base: RoundBase, verify_authors: bool = True) -> None:
+    """A contribution speaks for one contributor: its branch (or repo) name, the `contributor` of its metadata
+    and, where the store reports one (the Hub: the user of the token that pushed each commit), every commit's
+    author must agree. A `LocalStore` reports no authors: anyone who can write its folder can write any branch."""
+    name = item["contributor"]
+    if meta.get("contributor") != name:
+        raise ContributionRejected(
+            f"its {CONTRIBUTION_NAME} says contributor {meta.get('contributor')!r}, but it sits on {name!r}'s "
+            f"{'branch' if item['repo'] == base.repo_id else 'repository'} ({item['ref']})"
+        )
+    if not verify_authors:
+        return
+    since = base.sha if item["repo"] == base.repo_id else None
+    authors = store.commit_authors(item["repo"], item["sha"], since=since)
+    if authors is None:
+        return
+    if item["repo"] != base.repo_id:
+        authors = authors[:-1]  # the repository's initial commit (by its creator)
+    others = sorted({a for a in authors if a != name})
+    if others:
+        raise ContributionRejected(
+            f"{name!r}'s contribution holds commits by {', '.join(others)}: a contribution counts only when its "
+            "contributor pushed it"
+        )
+
+
+def weights_digest(folder: Path) -> str:
+    """sha256 over the weight files of a contribution (names and bytes): equal for byte-identical uploads."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.glob("*.safetensors")):
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def check_contribution_meta(meta: dict | None, item: dict, base: RoundBase) -> None:
@@ -118,15 +163,17 @@ def _record(item: dict, meta: dict | None = None, **extra) -> dict:
 # Fusing a round
 # --------------------------------------------------------------------------------------------------
 def fuse_round(store, repo_id: str, round: int | None = None, extra_contributions=(), weighting: str | None = None,
-               min_contributions: int = 1, progress: bool = False) -> dict:
+               min_contributions: int = 1, progress: bool = False, verify_authors: bool = True) -> dict:
     """Fuse round R's contributions into the base of round R+1 (tag `round-{R+1}` on `main`).
 
-    Validates every contribution (started from this round's base revision, same anchor spec, same
-    architecture and shapes, finite values, anchors intact against the base) and states why any is
-    rejected; averages the accepted bodies (`weighting` "uniform" or "examples", default: the state's),
-    streamed one tensor at a time; commits the new base, its `tna_config.json` (next round's spec),
-    state and model card to `main` (parent-pinned) and tags it. Fusing a round already fused changes
-    nothing and returns ``status="already-fused"``. Returns a report (status, revision, accepted, rejected).
+    Validates every contribution (started from this round's base revision, same anchor spec, its contributor's
+    own (`check_contributor_identity`; `verify_authors=False` skips the commit authors, for a simulation in which
+    one account plays every contributor), same architecture and shapes, finite values, not a byte-identical copy
+    of another, anchors intact against the base) and states why any is rejected; averages the accepted bodies
+    (`weighting` "uniform" or "examples", default: the state's), streamed one tensor at a time; commits the new
+    base, its `tna_config.json` (next round's spec), state and model card to `main` (parent-pinned) and tags it.
+    Fusing a round already fused (also by a concurrent fuser) changes nothing and returns
+    ``status="already-fused"``. Returns a report (status, revision, accepted, rejected).
     """
     round = latest_round(store, repo_id) if round is None else int(round)
     base = load_round_base(store, repo_id, round, download=False)
@@ -139,15 +186,21 @@ def fuse_round(store, repo_id: str, round: int | None = None, extra_contribution
     base = load_round_base(store, repo_id, round)
     with StreamingCheckpointReader(base.folder) as reader:
         base_specs = reader.specs()
-    candidates, rejected = [], []
+    candidates, rejected, seen = [], [], {}
     for item in gather_contributions(store, repo_id, round, extra_contributions):
         name = f"contribution {item['contributor']} ({item['repo']}@{item['sha'][:12]})"
         meta = None
         try:
             meta = read_json_file(store, item["repo"], CONTRIBUTION_NAME, item["sha"])
             check_contribution_meta(meta, item, base)
+            check_contributor_identity(store, item, meta, base, verify_authors)
             folder, _ = store.download(item["repo"], item["sha"])
             check_contribution_weights(Path(folder), name, base, base_specs)
+            digest = weights_digest(Path(folder))
+            if digest in seen:
+                raise ContributionRejected(f"its weights are byte-identical to those of {seen[digest]}'s contribution: "
+                                           "identical uploads count once")
+            seen[digest] = item["contributor"]
         except (ContributionRejected, ValueError) as err:
             rejected.append(_record(item, meta, reason=str(err)))
             continue
@@ -156,7 +209,8 @@ def fuse_round(store, repo_id: str, round: int | None = None, extra_contribution
     rejected += [{**row, "reason": drifted[name]} for name, row, _ in candidates if name in drifted]
     accepted = [(row, folder) for name, row, folder in candidates if name not in drifted]
     for row in rejected:
-        print(f"coldfuse round {round}: rejected {row['contributor']} ({row['ingredient']}): {row['reason']}")
+        logger.warning("coldfuse round %d: rejected %s (%s): %s", round, row["contributor"], row["ingredient"],
+                       row["reason"])
     if len(accepted) < max(1, min_contributions):
         why = "; ".join(f"{r['contributor']}: {r['reason']}" for r in rejected) or "none uploaded"
         raise ValueError(f"round {round} of {repo_id} has {len(accepted)} valid contribution(s), at least "
@@ -174,7 +228,7 @@ def fuse_round(store, repo_id: str, round: int | None = None, extra_contribution
         try:
             sha = store.commit(repo_id, files, message, revision="main", parent_commit=_main_parent(store, repo_id, base),
                                delete=stale)
-        except StaleParentError:  # another fuser got there first: keep its result when it fused this round
+        except (StaleParentError, _AlreadyFused):  # another fuser got there first: report its result
             done = _already_fused(store, repo_id, base)
             if done is None:
                 raise
@@ -188,9 +242,11 @@ def _main_parent(store, repo_id: str, base: RoundBase) -> str:
     """`main`'s head, which must still hold round R's state (only the fuser writes `main`)."""
     head = store.resolve(repo_id, "main")
     state = read_state(store, repo_id, head)
+    if int(state["round"]) == base.round + 1 and state.get("parent_revision") == base.sha:
+        raise _AlreadyFused()  # a concurrent fuser committed this round while we were averaging
     if int(state["round"]) != base.round:
-        raise ValueError(f"{repo_id}@main holds round {state['round']}, not round {base.round}: main was changed "
-                         "by something other than the fuser; restore it to tag " + round_tag(base.round))
+        raise ValueError(f"{repo_id}@main holds round {state['round']}, not round {base.round}: round {base.round} "
+                         f"is no longer the latest; fuse round {state['round']} instead (`--round {state['round']}`)")
     return head
 
 
