@@ -413,7 +413,7 @@ def test_contributors_cannot_speak_for_each_other_on_the_hub(hub_user, tmp_path)
     from hf_tna.coldfuse.fuser import fuse_round
     from hf_tna.coldfuse.runner import init_coldfuse
 
-    fuser, alice, bob = hub_user("fuser"), hub_user("alice"), hub_user("bob")
+    fuser, alice = hub_user("fuser"), hub_user("alice")
     repo = "cold/trust"
     init_coldfuse(fuser, repo, build_tiny_bert(2), anchor_spec=SPEC)
     _cold_contribution(fuser, repo, "alice", tmp_path, 0.01, pusher=alice)
