@@ -6,7 +6,7 @@ that will be averaged later: model soups, ColD fusion, federated learning.
 
 from ._version import __version__
 from .anchors import AnchorSelection, AnchorSpec, anchor_mask
-from .arguments import AnchorArguments
+from .arguments import AnchorArguments, AnchorTrainingArguments
 from .manifest import CONFIG_NAME, TNAFileConfig
 from .optimizer import AnchoredOptimizer, create_anchored_optimizer
 from .zero_copy import ZeroCopyAdam, ZeroCopyAdamW, ZeroCopySGD
@@ -33,6 +33,7 @@ __all__ = [
     "CONFIG_NAME",
     "AnchorArguments",
     "AnchorSelection",
+    "AnchorTrainingArguments",
     "AnchorSpec",
     "AnchoredOptimizer",
     "TNAConfig",

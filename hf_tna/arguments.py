@@ -34,12 +34,6 @@ class AnchorArguments:
         anchor_exclude (`list[str]` or `None`): regex patterns of parameters never anchored (e.g. `classifier`
             for a task head).
         anchor_round (`int`, defaults to 0): round offset of the draw (federated / ColD-fusion rounds).
-        anchor_shared_init (`bool`, defaults to True): initialise new weights (a fresh head, new embedding rows,
-            adapters) from the anchor seed and their names (`hf_tna.shared_init`), so contributors with different
-            training seeds anchor them at the same values; False keeps your own initialisation.
-        anchor_zero_copy (`bool` or `None`): True for zero-copy anchors (torch AdamW / Adam / SGD: no mask and no
-            copy of the anchor values kept), False for the restore path (any optimizer); None picks zero copy on
-            accelerators and the restore path on CPU.
     """
 
     anchor_ratio: float = field(
@@ -61,17 +55,6 @@ class AnchorArguments:
         default=None, metadata={"help": "Regex patterns of parameter names never anchored, e.g. classifier."}
     )
     anchor_round: int = field(default=0, metadata={"help": "Round offset of the mask draw (federated / ColD fusion)."})
-    anchor_shared_init: bool = field(
-        default=True,
-        metadata={"help": "Initialise the weights the model did not load (a fresh head, new embedding rows, adapters) "
-                  "from the anchor seed, so every contributor starts them from the same values."},
-    )
-    anchor_zero_copy: bool | None = field(
-        default=None,
-        metadata={"help": "Zero-copy anchors (torch AdamW/Adam/SGD; no stored mask or values): true or false; unset "
-                  "picks zero copy on accelerators and the restore path on CPU."},
-    )
-
     def __post_init__(self):
         try:
             self.to_spec()  # validates every anchor field, naming it
@@ -168,3 +151,28 @@ def dataclass_to_argv(obj) -> list[str]:
             text = json.dumps(value) if isinstance(value, dict) else str(value)
             argv += [f"--{f.name}={text}"] if text.startswith("-") else [f"--{f.name}", text]  # "-x" is no flag
     return argv
+
+
+@dataclass
+class AnchorTrainingArguments(AnchorArguments):
+    """`AnchorArguments` plus how a trainer applies them (mixed into `TNAConfig` and the TRL configs).
+
+    Args:
+        anchor_shared_init (`bool`, defaults to True): initialise new weights (a fresh head, new embedding rows,
+            adapters) from the anchor seed and their names (`hf_tna.shared_init`), so contributors with different
+            training seeds anchor them at the same values; False keeps your own initialisation.
+        anchor_zero_copy (`bool` or `None`): True for zero-copy anchors (torch AdamW / Adam / SGD: no mask and no
+            copy of the anchor values kept), False for the restore path (any optimizer); None picks zero copy on
+            accelerators and the restore path on CPU.
+    """
+
+    anchor_shared_init: bool = field(
+        default=True,
+        metadata={"help": "Initialise the weights the model did not load (a fresh head, new embedding rows, adapters) "
+                  "from the anchor seed, so every contributor starts them from the same values."},
+    )
+    anchor_zero_copy: bool | None = field(
+        default=None,
+        metadata={"help": "Zero-copy anchors (torch AdamW/Adam/SGD; no stored mask or values): true or false; unset "
+                  "picks zero copy on accelerators and the restore path on CPU."},
+    )

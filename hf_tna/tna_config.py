@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from transformers import TrainingArguments
 
-from .arguments import AnchorArguments
+from .arguments import AnchorTrainingArguments
 
 
 @dataclass
-class TNAConfig(AnchorArguments, TrainingArguments):
+class TNAConfig(AnchorTrainingArguments, TrainingArguments):
     """`TrainingArguments` for `TNATrainer`, with the fixed-neuron-anchor settings of TNA-PFN.
 
     Args:

@@ -11,7 +11,7 @@ reference models, the model card TRL writes at every checkpoint, to which the an
 
 Needs `trl` (`pip install hf_tna[trl]`; it pulls torch, so install it with your torch pinned).
 Any other TRL trainer works the same way: `class TNAGRPOTrainer(TNATrainerMixin, GRPOTrainer): ...`, with a
-config `@dataclass class TNAGRPOConfig(AnchorArguments, GRPOConfig)`.
+config `@dataclass class TNAGRPOConfig(AnchorTrainingArguments, GRPOConfig)`.
 """
 
 from __future__ import annotations
@@ -23,18 +23,18 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the environment
     raise ImportError("hf_tna.trl needs TRL: `pip install hf_tna[trl]` (pin your torch version first)") from err
 
-from .arguments import AnchorArguments
+from .arguments import AnchorTrainingArguments
 from .tna_trainer import TNATrainerMixin
 
 
 @dataclass
-class TNASFTConfig(AnchorArguments, SFTConfig):
+class TNASFTConfig(AnchorTrainingArguments, SFTConfig):
     """TRL's `SFTConfig` with the anchor settings of `hf_tna.AnchorArguments` (`anchor_ratio`, `anchor_seed`,
     `anchor_granularity`, `anchor_include`, `anchor_exclude`, `anchor_round`), parsable by `HfArgumentParser`."""
 
 
 @dataclass
-class TNADPOConfig(AnchorArguments, DPOConfig):
+class TNADPOConfig(AnchorTrainingArguments, DPOConfig):
     """TRL's `DPOConfig` with the anchor settings of `hf_tna.AnchorArguments`."""
 
 

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 
 from hf_tna import cli
 from hf_tna.anchors import AnchorSpec, anchor_mask
-from hf_tna.coldfuse.contributor import ContributionTraining, TaskData, train_contribution
+from hf_tna.coldfuse.contributor import ContributionConfig, TaskData, train_contribution
 from hf_tna.coldfuse.fuser import fuse_round
 from hf_tna.coldfuse.repo import (
     CONTRIBUTION_NAME,
@@ -44,7 +44,8 @@ from tests.common import build_tiny_bert, build_tiny_gpt2
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = AnchorSpec(ratio=0.4, seed=3)
-TRAIN = ContributionTraining(max_steps=2, batch_size=8, learning_rate=5e-3, max_eval_samples=8)
+TRAIN = ContributionConfig(max_steps=2, per_device_train_batch_size=8, per_device_eval_batch_size=8, learning_rate=5e-3,
+                           max_eval_samples=8)
 CONTRIB_FILES = {".gitattributes", "config.json", "model.safetensors", "tna_config.json", CONTRIBUTION_NAME}
 
 
@@ -179,7 +180,7 @@ def test_each_refusal_is_stated(store, repo_id, tmp_path):
     init_coldfuse(store, repo_id, build_tiny_bert(2), anchor_spec=SPEC)
     good = contribute(store, repo_id, TASKS["alice"], "alice", training=TRAIN)
     expected = _bad_contributions(store, repo_id, good, tmp_path)
-    report = fuse_round(store, repo_id, 0)
+    report = fuse_round(store, repo_id, 0, verify_authors=False)  # one test account plays every contributor
     assert [row["contributor"] for row in report["accepted"]] == ["alice"]
     reasons = {row["contributor"]: row["reason"] for row in report["rejected"]}
     assert set(reasons) == set(expected)
@@ -273,7 +274,8 @@ def test_concurrent_contributions_all_land(store, repo_id, tmp_path):
     for t in threads:
         t.join()
     assert errors == []
-    report = fuse_round(store, repo_id, 0, extra_contributions=[f"{repo_id}-carol@contrib/round-0/carol"])
+    report = fuse_round(store, repo_id, 0, extra_contributions=[f"{repo_id}-carol@contrib/round-0/carol"],
+                        verify_authors=False)
     assert sorted(r["contributor"] for r in report["accepted"]) == ["alice", "bob", "carol"]
     assert report["rejected"] == []
     carol = store.resolve(f"{repo_id}-carol", "contrib/round-0/carol")
@@ -300,10 +302,10 @@ def test_cli_init_contribute_fuse_status(tmp_path, capsys):
     (tmp_path / "train.csv").write_text("text,label\n" + "\n".join(f"{t},{y}" for t, y in rows) + "\n")
     assert cli.main(["coldfuse", "init", "--store", store, "--base", base, "--model", str(model),
                      "--anchor-ratio", "0.3", "--weighting", "examples"]) == 0
-    for name in ("ann", "ben"):
+    for seed, name in enumerate(("ann", "ben")):  # two seeds: byte-identical uploads would count once
         assert cli.main(["coldfuse", "contribute", "--store", store, "--base", base, "--contributor", name,
                          "--task", "polarity", "--train-data", str(tmp_path / "train.csv"), "--max-steps", "2",
-                         "--batch-size", "4", "--max-length", "8", "--seed", str(len(name))]) == 0
+                         "--per_device_train_batch_size", "4", "--max_length", "8", "--seed", str(seed)]) == 0
     capsys.readouterr()
     assert cli.main(["coldfuse", "status", "--store", store, "--base", base]) == 0
     status = json.loads(capsys.readouterr().out)
@@ -314,11 +316,13 @@ def test_cli_init_contribute_fuse_status(tmp_path, capsys):
     assert report["accepted"][0]["metrics"]["eval_examples"] == 5
     assert cli.main(["coldfuse", "fuse", "--store", store, "--base", base, "--round", "0"]) == 0
     assert json.loads(capsys.readouterr().out)["status"] == "already-fused"
+    other_rows = [("fine good", "pos"), ("awful", "neg")] * 8  # another task: identical uploads count once
+    (tmp_path / "mood.csv").write_text("text,label\n" + "\n".join(f"{t},{y}" for t, y in other_rows) + "\n")
     for argv in (["coldfuse"], ["coldfuse", "run"]):  # a whole run; `run` is the default action
         other = f"coldfuse/cli-{len(argv)}"
         assert cli.main([*argv, "--store", store, "--base", other, "--model", str(model), "--rounds", "1",
-                         "--task", f"polarity={tmp_path / 'train.csv'}", "--task", f"mood={tmp_path / 'train.csv'}",
-                         "--max-steps", "1", "--batch-size", "4", "--max-length", "8"]) == 0
+                         "--task", f"polarity={tmp_path / 'train.csv'}", "--task", f"mood={tmp_path / 'mood.csv'}",
+                         "--max-steps", "1", "--per-device-train-batch-size", "4", "--max-length", "8"]) == 0
         run = json.loads(capsys.readouterr().out)
         assert run["rounds"][0]["status"] == "fused" and len(run["rounds"][0]["accepted"]) == 2
 

@@ -16,7 +16,8 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx  # noqa: E
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
 from hf_tna.anchors import AnchorSpec  # noqa: E402
-from hf_tna.federated.client import load_arrays, run_local_training, run_train_message  # noqa: E402
+from hf_tna.federated import FederatedArguments  # noqa: E402
+from hf_tna.federated.client import load_arrays, read_settings, run_local_training, run_train_message  # noqa: E402
 from hf_tna.federated.server import (  # noqa: E402
     CONFIG_SPEC_KEY,
     AnchoredStrategy,
@@ -316,6 +317,72 @@ def test_load_arrays_is_strict():
     del record["0.weight"]
     with pytest.raises(RuntimeError, match="0.weight"):
         load_arrays(model, record)
+
+
+# --------------------------------------------------------------------------------------------------
+# Settings: the AnchorArguments fields under Flower's hyphenated run-config keys
+# --------------------------------------------------------------------------------------------------
+RUN_CONFIG = {"anchor-ratio": 0.25, "anchor-seed": 7, "anchor-granularity": "neuron", "anchor-include": "0\\. 2\\.",
+              "anchor-exclude": "bias$", "anchor-round": 2}
+
+
+def test_federated_arguments_from_run_config_equal_direct_construction():
+    direct = FederatedArguments(anchor_ratio=0.25, anchor_seed=7, anchor_granularity="neuron",
+                                anchor_include=["0\\.", "2\\."], anchor_exclude=["bias$"], anchor_round=2)
+    parsed = FederatedArguments.from_run_config(RUN_CONFIG)
+    assert parsed == direct and parsed.to_spec() == direct.to_spec()
+    assert parsed.to_spec() == AnchorSpec(0.25, 7, "neuron", ("0\\.", "2\\."), ("bias$",), 2)
+    assert RUN_CONFIG.items() <= parsed.to_run_config().items()
+    assert FederatedArguments.from_run_config(parsed.to_run_config()) == parsed
+    assert FederatedArguments.from_run_config({}) == FederatedArguments()
+    # TOML gives 0 for a float written without a point; "" is no pattern list
+    assert FederatedArguments.from_run_config({"anchor-ratio": 0, "anchor-include": ""}).to_spec() == AnchorSpec(0.0)
+
+
+def test_federated_arguments_refuse_unknown_keys_and_bad_values():
+    with pytest.raises(ValueError, match=r"unknown run config key\(s\) \['anchor-ratoi'\]"):
+        FederatedArguments.from_run_config({"anchor-ratoi": 0.3})
+    with pytest.raises(ValueError, match="anchor_ratio"):
+        FederatedArguments.from_run_config({"anchor-ratio": 1.5})
+    with pytest.raises(ValueError, match="'anchor-seed' = 1.5, expected an integer"):
+        FederatedArguments.from_run_config({"anchor-seed": 1.5})
+    with pytest.raises(ValueError, match="'anchor-ratio' = True, expected a number"):
+        FederatedArguments.from_run_config({"anchor-ratio": True})
+    with pytest.raises(ValueError, match="anchor_granularity"):
+        FederatedArguments.from_run_config({"anchor-granularity": "row"})
+
+
+def test_client_reads_back_the_settings_the_server_sends():
+    """The train ConfigRecord carries the settings plus the keys hf_tna and Flower add; the client gets the
+    server's settings back and unknown keys still fail."""
+    settings = FederatedArguments.from_run_config(RUN_CONFIG)
+    strategy, arrays = wrapped(FedProx(proximal_mu=0.1), mode="fedpnu")
+    msg = next(iter(strategy.configure_train(3, arrays, ConfigRecord(settings.to_run_config()), FakeGrid())))
+    assert {"server-round", "proximal-mu", CONFIG_SPEC_KEY} <= set(msg.content["config"])
+    assert read_settings(msg, FederatedArguments) == settings
+    assert read_settings(msg, FederatedArguments, {"anchor-seed": 99}) == settings  # the message wins
+    msg.content["config"]["typo-key"] = 1
+    with pytest.raises(ValueError, match="typo-key"):
+        read_settings(msg, FederatedArguments)
+
+
+def test_example_settings_match_the_app_run_config(monkeypatch):
+    """Every key of the example's `[tool.flwr.app.config]` is an FLSettings field with the same default, and the
+    command line of run_simulation.py parses into the same settings."""
+    import tomllib
+
+    monkeypatch.syspath_prepend(str(ROOT / "examples" / "federated"))
+    from run_simulation import parse_args
+    from tna_fl_app.task import FLSettings
+
+    app = tomllib.loads((ROOT / "examples/federated/pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    assert FLSettings.from_run_config(app) == FLSettings()
+    settings, simulation = parse_args(["--quick", "--anchor-ratio", "0.3", "--anchor_exclude", "2\\.", "--seed", "4"])
+    assert settings == FLSettings(anchor_ratio=0.3, anchor_exclude=["2\\."], seed=4, rounds=2, model="mlp",
+                                  data="synthetic", train_size=200, test_size=200)
+    assert simulation.num_clients == 2
+    assert settings.to_spec() == AnchorSpec(0.3, seed=4, exclude=("2\\.",))  # anchor_seed follows seed
+    assert FLSettings(method="fedavg").to_spec().ratio == 0.0
 
 
 # --------------------------------------------------------------------------------------------------

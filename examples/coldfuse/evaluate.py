@@ -21,7 +21,7 @@ import torch
 
 from hf_tna.anchors import AnchorSpec
 from hf_tna.coldfuse.contributor import (
-    ContributionTraining,
+    ContributionConfig,
     TaskData,
     subsample,
     train_contribution,
@@ -84,8 +84,9 @@ def finetune_accuracy(folder, task: TaskData, n_train: int, n_test: int, steps: 
     """Accuracy after plain fine-tuning (body + fresh head) of the base in `folder` on `task`."""
     train, test = split_rows(task, n_train, n_test, seed)
     sub = TaskData(task.name, train, test, task.labels)
-    training = ContributionTraining(learning_rate=learning_rate, max_steps=steps, batch_size=batch_size,
-                                    max_length=max_length, seed=seed, warmup_ratio=0.1)
+    training = ContributionConfig(learning_rate=learning_rate, max_steps=steps, per_device_train_batch_size=batch_size,
+                                  per_device_eval_batch_size=batch_size, max_length=max_length, seed=seed,
+                                  warmup_steps=0.1)  # a float below 1: a fraction of the steps
     with tempfile.TemporaryDirectory(prefix="coldfuse-eval-") as tmp:
         result = train_contribution(folder, sub, AnchorSpec(ratio=0.0), tmp, training)
     return float(result["metrics"]["eval_accuracy"])

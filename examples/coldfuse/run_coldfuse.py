@@ -10,17 +10,20 @@ store (a local folder, or a Hub-compatible endpoint with `--store http://...`), 
 The held-out task never contributes. Then every base is evaluated (evaluate.py): linear probes after each
 round, and after the last round fine-tuning and linear probing on every task, against the pretrained model.
 Writes results.json, results.md, coldfuse_rounds.png and final_state_<variant>.json to --output-dir.
+Options: `ExperimentConfig` below, parsed by `HfArgumentParser`; its anchor flags (`--anchor_ratio`, ...) are
+`hf_tna.AnchorArguments`'.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import os
 import shlex
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -30,14 +33,16 @@ sys.path.insert(0, str(ROOT))
 
 from evaluate import finetune_accuracy, forward_cost, plan_sizes, probe_accuracy  # noqa: E402
 from tasks import HELD_OUT_TASKS, SEEN_TASKS, load_task, minilm_path  # noqa: E402
+from transformers import HfArgumentParser  # noqa: E402
 
 from hf_tna.anchors import AnchorSpec  # noqa: E402
+from hf_tna.arguments import AnchorArguments  # noqa: E402
 from hf_tna.coldfuse.fuser import fuse_round  # noqa: E402
 from hf_tna.coldfuse.repo import load_round_base, round_tag  # noqa: E402
 from hf_tna.coldfuse.runner import init_coldfuse  # noqa: E402
 from hf_tna.hub import open_store  # noqa: E402
 
-VARIANTS = {"tna": None, "vanilla": 0.0}  # None: --anchor-ratio
+VARIANTS = ("tna", "vanilla")  # tna: the anchor fields; vanilla: ratio 0
 CONTRIBUTORS = {"tweet_sentiment": "ana", "chat_topic": "bo", "quote_language": "chen"}
 
 
@@ -45,39 +50,71 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--output-dir", default="outputs/coldfuse")
-    p.add_argument("--store", default=None, help="local store folder or Hub-compatible URL (default: OUTPUT/store)")
-    p.add_argument("--model", default=None, help="pretrained model folder or Hub id (default: the packaged MiniLM)")
-    p.add_argument("--base-model-id", default="sentence-transformers/all-MiniLM-L6-v2", help="for the model cards")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--anchor-ratio", type=float, default=0.4)
-    p.add_argument("--redraw-anchors", action="store_true", help="re-draw the anchor mask every round")
-    p.add_argument("--steps", type=int, default=30, help="optimizer steps per contribution")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-length", type=int, default=48)
-    p.add_argument("--learning-rate", type=float, default=1e-4)
-    p.add_argument("--contrib-eval-samples", type=int, default=200, help="test rows each contributor reports on")
-    p.add_argument("--budget-minutes", type=float, default=40.0, help="time budget of the evaluation")
-    p.add_argument("--launcher", default="accelerate", choices=["accelerate", "python"],
-                   help="start contributors with `accelerate launch` (default) or plain python")
-    p.add_argument("--accelerate-config", default=str(HERE / "accelerate_cpu.yaml"))
-    p.add_argument("--quick", action="store_true", help="tiny settings: a smoke run in a few minutes")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.rounds, args.seeds, args.steps, args.batch_size, args.max_length = 1, [0], 2, 8, 24
-        args.contrib_eval_samples, args.budget_minutes = 16, 0.5
-    return args
+@dataclass
+class ExperimentConfig(AnchorArguments):
+    """Settings of the experiment, parsed by `HfArgumentParser` (`--output_dir`, also `--output-dir`, ...).
+
+    The anchor fields are `hf_tna.AnchorArguments`' (the `tna` variant; `vanilla` has ratio 0); the run of seed
+    `s` draws its mask with seed `anchor_seed + s`, so by default the anchor seed is the run's seed, as are the
+    contributors' and the evaluation's. `--quick`: 1 round, seed 0, 2 steps x batch 8, a 0.5-minute evaluation.
+    """
+
+    output_dir: str = field(default="outputs/coldfuse", metadata={"help": "Where the results go."})
+    store: str | None = field(
+        default=None, metadata={"help": "Local store folder or Hub-compatible URL (default: OUTPUT/store)."}
+    )
+    model: str | None = field(
+        default=None, metadata={"help": "Pretrained model folder or Hub id (default: the packaged MiniLM)."}
+    )
+    base_model_id: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2", metadata={"help": "Hub id of the model, for the cards."}
+    )
+    rounds: int = field(default=3, metadata={"help": "Rounds of ColD fusion."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "One base repository per seed."})
+    redraw_anchors: bool = field(default=False, metadata={"help": "Re-draw the anchor mask every round."})
+    steps: int = field(default=30, metadata={"help": "Optimizer steps per contribution."})
+    batch_size: int = field(default=16, metadata={"help": "Contributors' train and eval batch size."})
+    max_length: int = field(default=48, metadata={"help": "Tokens per text."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Contributors' AdamW learning rate."})
+    contrib_eval_samples: int = field(default=200, metadata={"help": "Test rows each contributor reports on."})
+    budget_minutes: float = field(default=40.0, metadata={"help": "Time budget of the evaluation."})
+    launcher: str = field(
+        default="accelerate",
+        metadata={"help": "Start contributors with `accelerate launch` or plain python.",
+                  "choices": ["accelerate", "python"]},
+    )
+    accelerate_config: str = field(
+        default=str(HERE / "accelerate_cpu.yaml"), metadata={"help": "accelerate config of the contributors."}
+    )
+    quick: bool = field(default=False, metadata={"help": "Tiny settings: a smoke run in a few minutes."})
+
+    def __post_init__(self):
+        if self.quick:
+            self.rounds, self.seeds, self.steps, self.batch_size, self.max_length = 1, [0], 2, 8, 24
+            self.contrib_eval_samples, self.budget_minutes = 16, 0.5
+        if self.rounds < 1 or not self.seeds:
+            raise ValueError("ExperimentConfig needs rounds >= 1 and at least one seed")
+        super().__post_init__()  # the anchor fields
+
+    def spec(self, variant: str, seed: int) -> AnchorSpec:
+        """The anchors of one base repository: the anchor fields (ratio 0 for `vanilla`), seed `anchor_seed + seed`."""
+        spec = dataclasses.replace(self.to_spec(), seed=self.anchor_seed + seed)
+        return dataclasses.replace(spec, ratio=0.0) if variant == "vanilla" else spec
+
+
+def parse_args(argv=None) -> ExperimentConfig:
+    parser = HfArgumentParser(ExperimentConfig, description=__doc__.split("\n\n")[0])
+    (config,) = parser.parse_args_into_dataclasses(argv, look_for_args_file=False)
+    return config
 
 
 def contributor_command(args, store: str, repo: str, round: int, task: str, seed: int) -> list[str]:
     script = [str(HERE / "contribute.py"), "--store", store, "--base", repo, "--round", str(round),
-              "--contributor", CONTRIBUTORS[task], "--task", task, "--max-steps", str(args.steps),
-              "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
-              "--learning-rate", str(args.learning_rate), "--max-train-samples", str(args.steps * args.batch_size),
-              "--max-eval-samples", str(args.contrib_eval_samples), "--warmup-ratio", "0.1", "--seed", str(seed)]
+              "--contributor", CONTRIBUTORS[task], "--task", task, "--max_steps", str(args.steps),
+              "--per_device_train_batch_size", str(args.batch_size),
+              "--per_device_eval_batch_size", str(args.batch_size), "--max_length", str(args.max_length),
+              "--learning_rate", str(args.learning_rate), "--max_train_samples", str(args.steps * args.batch_size),
+              "--max_eval_samples", str(args.contrib_eval_samples), "--warmup_steps", "0.1", "--seed", str(seed)]
     if args.launcher == "python":
         return [sys.executable, *script]
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", args.accelerate_config,
@@ -97,7 +134,7 @@ def run_round(args, store_arg: str, store, repo: str, round: int, seed: int) -> 
         if proc.returncode != 0:
             raise RuntimeError(f"contributor {task} failed ({proc.returncode}): {shlex.join(cmd)}\n{err[-4000:]}")
         log(f"  {repo} round {round}: {out.strip().splitlines()[-1][:200]}")
-    report = fuse_round(store, repo, round)
+    report = fuse_round(store, repo, round, verify_authors=False)  # one account plays every contributor here
     log(f"  {repo} round {round} -> {round + 1}: {report['status']}, {len(report['accepted'])} accepted, "
         f"{len(report['rejected'])} rejected")
     return report
@@ -113,10 +150,10 @@ def main(argv=None) -> int:
     command = shlex.join([sys.executable, *sys.argv]) if argv is None else shlex.join(["run_coldfuse.py", *argv])
     started = time.time()
     repos = {}
-    for variant, ratio in VARIANTS.items():
+    for variant in VARIANTS:
         for seed in args.seeds:
             repo = f"coldfuse/{variant}-seed{seed}"
-            spec = AnchorSpec(ratio=args.anchor_ratio if ratio is None else ratio, seed=seed)
+            spec = args.spec(variant, seed)
             init_coldfuse(store, repo, model, anchor_spec=spec, redraw_anchors=args.redraw_anchors,
                           base_model=args.base_model_id)
             repos[(variant, seed)] = repo
@@ -164,7 +201,7 @@ def main(argv=None) -> int:
         if seed == args.seeds[0]:
             final_state = load_round_base(store, repo, args.rounds, download=False).state
             (out / f"final_state_{variant}.json").write_text(json.dumps(final_state, indent=2, sort_keys=True))
-    settings = {k: v for k, v in vars(args).items()}
+    settings = dataclasses.asdict(args)
     settings.update(command=command, model=model, seen_tasks=list(SEEN_TASKS), held_out_tasks=list(HELD_OUT_TASKS),
                     evaluation_sizes=sizes, coldfuse_seconds=coldfuse_s, total_seconds=time.time() - started,
                     task_sizes={n: {"labels": len(t.labels), "train": len(t.train), "test": len(t.eval)}

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
+from transformers import TrainingArguments
+from transformers.trainer_utils import IntervalStrategy, SaveStrategy
 
 from ..anchors import AnchorSpec, checkpoint_names, unwrap_model
 from ..manifest import TNAFileConfig
@@ -94,48 +96,63 @@ def subsample(rows: list[dict] | None, n: int | None, seed: int) -> list[dict] |
 # Training settings
 # --------------------------------------------------------------------------------------------------
 @dataclass
-class ContributionTraining:
-    """How a contributor fine-tunes the round's base (the `hf-tna coldfuse contribute` flags).
+class ContributionConfig(TrainingArguments):
+    """How a contributor fine-tunes the round's base: every `TrainingArguments` field (the flags of
+    `hf-tna coldfuse contribute`, parsable by `HfArgumentParser`), with ColD-fusion defaults, plus the data limits.
+
+    The anchors are not set here: they are the round's, read from the base repository. `train_contribution`
+    builds its `TNAConfig` from these fields and that spec, in a temporary `output_dir` (uploaded, then
+    removed), with the per-round seed `seed * 1000 + round` (and `data_seed` likewise).
 
     Args:
-        learning_rate: AdamW learning rate (transformers' `Trainer` optimizer, wrapped in anchors).
-        num_train_epochs: passes over the (subsampled) training rows.
-        max_steps: optimizer steps; overrides `num_train_epochs` when positive.
-        batch_size: per-device training and evaluation batch size.
-        max_length: tokens per text (truncation).
-        max_train_samples: train on at most this many rows, redrawn each round with the seed and round.
-        max_eval_samples: evaluate the contribution on at most this many rows.
-        weight_decay: AdamW weight decay (never moves anchored entries).
-        warmup_ratio: linear warm-up fraction of the steps.
-        seed: seed of the head's initialisation, the shuffling and the subsample.
+        max_length (`int`, defaults to 64): tokens per text (truncation).
+        max_train_samples (`int`, *optional*): train on at most this many rows, redrawn each round with the
+            seed and round.
+        max_eval_samples (`int`, *optional*): evaluate the contribution on at most this many rows.
+
+    Defaults that differ from `TrainingArguments`: `num_train_epochs=1`, train and eval batch size 16,
+    `weight_decay=0.01`, `seed=0`, `save_strategy="no"`, `logging_strategy="no"`, `disable_tqdm=True`,
+    `remove_unused_columns=False`. `push_to_hub` is refused: the contribution is published by the runner.
     """
 
-    learning_rate: float = field(default=5e-5, metadata={"help": "AdamW learning rate."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the training rows."})
-    max_steps: int = field(default=-1, metadata={"help": "Optimizer steps; overrides epochs when positive."})
-    batch_size: int = field(default=16, metadata={"help": "Per-device train and eval batch size."})
+    output_dir: str | None = field(
+        default=None, metadata={"help": "Not used: a contribution trains in a temporary folder, then is uploaded."}
+    )
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the (subsampled) training rows."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Training batch size per device."})
+    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Evaluation batch size per device."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (never moves anchored entries)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the head init, shuffling, split and subsample."})
+    save_strategy: SaveStrategy | str = field(default="no", metadata={"help": "Checkpoint strategy: no, steps, epoch or best."})
+    logging_strategy: IntervalStrategy | str = field(default="no", metadata={"help": "Logging strategy: no, steps or epoch."})
+    disable_tqdm: bool | None = field(default=True, metadata={"help": "Hide the progress bars (stdout carries the report)."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Drop unused dataset columns."})
     max_length: int = field(default=64, metadata={"help": "Tokens per text (truncation)."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Train on at most this many rows."})
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Train on at most this many rows (redrawn each round)."}
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most this many rows."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    warmup_ratio: float = field(default=0.0, metadata={"help": "Linear warm-up fraction of the steps."})
-    seed: int = field(default=0, metadata={"help": "Seed of the head init, shuffling and subsample."})
 
     def __post_init__(self):
+        name = type(self).__name__
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"ContributionTraining.learning_rate must be positive, got {self.learning_rate}")
-        for name in ("batch_size", "max_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ContributionTraining.{name} must be >= 1, got {getattr(self, name)}")
+            raise ValueError(f"{name}.learning_rate must be positive, got {self.learning_rate}")
+        for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "max_length"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{name}.{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"{name}.{key} must be >= 1 or None (all rows), got {getattr(self, key)}")
         if self.max_steps <= 0 and not self.num_train_epochs > 0:
-            raise ValueError("ContributionTraining needs max_steps > 0 or num_train_epochs > 0")
+            raise ValueError(f"{name} needs max_steps > 0 or num_train_epochs > 0")
+        if self.push_to_hub:
+            raise ValueError(f"{name}.push_to_hub must be False: hf-tna coldfuse publishes the contribution "
+                             "to its branch itself")
+        super().__post_init__()
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_args(cls, args) -> ContributionTraining:
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+    def training_kwargs(self) -> dict:
+        """The `TrainingArguments` fields, as keyword arguments for another `TrainingArguments` (a `TNAConfig`)."""
+        return {f.name: getattr(self, f.name) for f in fields(TrainingArguments) if f.init}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -179,7 +196,7 @@ def head_state_dict(model) -> dict[str, torch.Tensor]:
     return {names[id(p)]: p.detach().clone() for p in model.parameters() if id(p) not in body and id(p) in names}
 
 
-def train_contribution(base_folder, task: TaskData, spec: AnchorSpec, output_dir, training: ContributionTraining,
+def train_contribution(base_folder, task: TaskData, spec: AnchorSpec, output_dir, training: ContributionConfig,
                        round: int = 0, base_model: str | None = None, base_revision: str | None = None) -> dict:
     """Fine-tune the body in `base_folder` with a fresh head for `task`; save the body to `output_dir`.
 
@@ -209,16 +226,9 @@ def train_contribution(base_folder, task: TaskData, spec: AnchorSpec, output_dir
             label2id={n: i for i, n in enumerate(labels)})
     finally:
         hf_logging.set_verbosity(verbosity)
-    args = TNAConfig(
-        output_dir=str(output_dir / "trainer"), learning_rate=training.learning_rate,
-        num_train_epochs=training.num_train_epochs, max_steps=training.max_steps,
-        per_device_train_batch_size=training.batch_size, per_device_eval_batch_size=training.batch_size,
-        weight_decay=training.weight_decay, warmup_steps=training.warmup_ratio, seed=seed, data_seed=seed,
-        save_strategy="no", eval_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=True,
-        remove_unused_columns=False, anchor_ratio=spec.ratio, anchor_seed=spec.seed,
-        anchor_granularity=spec.granularity, anchor_include=list(spec.include) if spec.include else None,
-        anchor_exclude=list(spec.exclude) if spec.exclude else None, anchor_round=spec.round,
-    )
+    data_seed = seed if training.data_seed is None else training.data_seed * 1000 + round
+    args = TNAConfig.from_spec(spec, **{**training.training_kwargs(), "output_dir": str(output_dir / "trainer"),
+                                        "seed": seed, "data_seed": data_seed})
     collator = DataCollatorWithPadding(tokenizer) if tokenizer is not None else None
     trainer = _trainer_class()(model=model, args=args, train_dataset=_encode(train_rows, tokenizer, training.max_length),
                                eval_dataset=_encode(eval_rows, tokenizer, training.max_length),

@@ -12,7 +12,7 @@ from ..anchors import AnchorSpec, build_layouts
 from ..hub import DEFAULT_BRANCH, StaleParentError, folder_files, open_store
 from ..manifest import TNAFileConfig, manifest_entry
 from .card import model_card
-from .contributor import ContributionTraining, TaskData, train_contribution
+from .contributor import ContributionConfig, TaskData, train_contribution
 from .fuser import _record, fuse_round
 from .repo import (
     CONTRIBUTION_NAME,
@@ -27,10 +27,6 @@ from .repo import (
     read_json_file,
     round_tag,
 )
-
-
-def _store(store):
-    return open_store(store) if store is None or isinstance(store, (str, Path)) else store
 
 
 def _commit_exact(store, repo_id: str, files: dict, message: str, branch: str, retries: int = 3) -> str:
@@ -56,7 +52,7 @@ def init_coldfuse(store, repo_id: str, model, tokenizer=None, anchor_spec: Ancho
 
     Idempotent: a repository already initialised with the same settings is left as it is.
     """
-    store = _store(store)
+    store = open_store(store)
     spec = (anchor_spec or AnchorSpec()).for_round(0) if redraw_anchors else (anchor_spec or AnchorSpec())
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
@@ -118,7 +114,7 @@ def publish_contribution(store, repo_id: str, round: int, contributor: str, fold
     The branch lives in the base repository (created from the round's base commit) or in the
     contributor's own `contrib_repo`. Only this contributor writes it; a re-upload replaces its files.
     """
-    store = _store(store)
+    store = open_store(store)
     branch = contribution_branch(round, contributor)
     repo = contrib_repo or repo_id
     if repo != repo_id:
@@ -129,7 +125,10 @@ def publish_contribution(store, repo_id: str, round: int, contributor: str, fold
     files = dict(folder_files(folder))
     if head_folder is not None:
         files.update({f"head/{p}": src for p, src in folder_files(head_folder).items()})
-    files[CONTRIBUTION_NAME] = _json(metadata)
+    if metadata.get("contributor", contributor) != contributor:
+        raise ValueError(f"metadata names contributor {metadata['contributor']!r}, but this is {contributor!r}'s "
+                         "contribution: a contribution speaks for its own contributor only")
+    files[CONTRIBUTION_NAME] = _json({**metadata, "contributor": contributor})
     sha = _commit_exact(store, repo, files, f"ColD fusion round {round}: contribution of {contributor} "
                         f"({metadata.get('task')})", branch)
     return {"repo": repo, "ref": branch, "sha": sha, "ingredient": f"{repo}@{sha}"}
@@ -144,13 +143,13 @@ def find_contribution(store, repo: str, round: int, contributor: str) -> dict | 
 
 
 def contribute(store, repo_id: str, task: TaskData, contributor: str | None = None, round: int | None = None,
-               training: ContributionTraining | None = None, contrib_repo: str | None = None,
+               training: ContributionConfig | None = None, contrib_repo: str | None = None,
                upload_head: bool = False, overwrite: bool = False, work_dir=None) -> dict:
     """Fine-tune round R's base on `task` (TNATrainer, the round's anchors on the body, a fresh head) and
     publish the body with its metadata. Skipped (status "exists") when this contributor already published
     a contribution from this round's base revision, unless `overwrite`."""
-    store = _store(store)
-    training = training or ContributionTraining()
+    store = open_store(store)
+    training = training or ContributionConfig()
     contributor = contributor or task.name
     round = latest_round(store, repo_id) if round is None else int(round)
     if round_tag(round + 1) in store.list_refs(repo_id)["tags"]:
@@ -189,7 +188,7 @@ def contribute(store, repo_id: str, task: TaskData, contributor: str | None = No
 # A whole run in one process
 # --------------------------------------------------------------------------------------------------
 def run_coldfuse(store, repo_id: str, model, contributors, rounds: int = 3, anchor_spec: AnchorSpec | None = None,
-                 redraw_anchors: bool = False, weighting: str = "uniform", training: ContributionTraining | None = None,
+                 redraw_anchors: bool = False, weighting: str = "uniform", training: ContributionConfig | None = None,
                  tokenizer=None, base_model: str | None = None, min_contributions: int = 1, callback=None,
                  work_dir=None) -> dict:
     """Drive `rounds` rounds of ColD fusion in one process: initialise the base repository (or reuse it),
@@ -200,7 +199,7 @@ def run_coldfuse(store, repo_id: str, model, contributors, rounds: int = 3, anch
     `callback(event, info)` is called after each contribution ("contributed") and fusion ("fused").
     Returns ``{"repo_id", "revision" (the last base), "rounds": [fuse reports], "contributions": [...]}``.
     """
-    store = _store(store)
+    store = open_store(store)
     if not isinstance(contributors, dict):
         contributors = {t.name: t for t in contributors}
     if not contributors:
@@ -214,7 +213,8 @@ def run_coldfuse(store, repo_id: str, model, contributors, rounds: int = 3, anch
                 contributions.append({"contributor": name, **result})
                 if callback is not None:
                     callback("contributed", {"round": r, "contributor": name, **result})
-        report = fuse_round(store, repo_id, r, min_contributions=min_contributions)
+        # one process plays every contributor under one account: commit authors cannot tell them apart
+        report = fuse_round(store, repo_id, r, min_contributions=min_contributions, verify_authors=False)
         reports.append(report)
         if callback is not None:
             callback("fused", report)

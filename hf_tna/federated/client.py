@@ -24,8 +24,10 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 
 from ..anchors import AnchorSpec
 from ..optimizer import AnchoredOptimizer
+from .config import FederatedArguments
 from .server import (
     CONFIG_COMPACT_KEY,
+    TRAIN_CONFIG_KEYS,
     anchor_layouts,
     anchor_masks,
     compact_arrays,
@@ -36,6 +38,7 @@ __all__ = [
     "build_train_reply",
     "default_loss",
     "load_arrays",
+    "read_settings",
     "read_train_config",
     "run_local_training",
     "run_train_message",
@@ -57,6 +60,13 @@ def default_loss(model: torch.nn.Module, batch: Any) -> tuple[torch.Tensor, int]
 def train_config(msg: Message) -> ConfigRecord:
     """The ConfigRecord of a train message (the first one; strategies name it "config" by default)."""
     return next(iter(msg.content.config_records.values()), ConfigRecord())
+
+
+def read_settings(msg: Message, settings_class: type[FederatedArguments], run_config: dict | None = None):
+    """An app's settings (a `FederatedArguments` subclass) from a train message: the entries of its train
+    ConfigRecord (where a server that sends `settings.to_run_config()` puts them), `run_config` filling the gaps.
+    The keys hf_tna's wrapper and Flower's strategies add are skipped; any other unknown key is refused."""
+    return settings_class.from_run_config({**(run_config or {}), **dict(train_config(msg))}, ignore=TRAIN_CONFIG_KEYS)
 
 
 def load_arrays(model: torch.nn.Module, arrays: ArrayRecord) -> None:

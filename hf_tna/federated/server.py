@@ -55,6 +55,9 @@ CONFIG_SPEC_KEY = "tna-anchor-spec"  # JSON of AnchorSpec.to_dict(), round inclu
 CONFIG_MODE_KEY = "tna-mode"
 CONFIG_ROUND_KEY = "tna-round"
 CONFIG_COMPACT_KEY = "tna-compact-upload"
+# Train ConfigRecord keys that are no app setting: the wrapper's and those Flower's strategies add (FedAvg and its
+# subclasses: server-round; FedProx: proximal-mu). `FederatedArguments.from_run_config(config, ignore=...)` skips them.
+TRAIN_CONFIG_KEYS = (CONFIG_SPEC_KEY, CONFIG_MODE_KEY, CONFIG_ROUND_KEY, CONFIG_COMPACT_KEY, "server-round", "proximal-mu")
 # Keys the wrapper adds to the aggregated train MetricRecord (ratio > 0 only).
 METRIC_UPLOAD_BYTES = "tna-upload-bytes"
 METRIC_FULL_BYTES = "tna-upload-bytes-full"

@@ -6,7 +6,7 @@ import torch
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from hf_tna.federated.client import run_train_message, train_config
+from hf_tna.federated.client import read_settings, run_train_message, train_config
 from tna_fl_app.task import FLSettings, build_model, client_data
 
 app = ClientApp()
@@ -16,7 +16,7 @@ app = ClientApp()
 def train(msg: Message, context: Context) -> Message:
     torch.set_num_threads(1)
     # Settings travel in the train config (so one simulation can run many experiments); run_config fills gaps.
-    settings = FLSettings.from_config({**context.run_config, **dict(train_config(msg))})
+    settings = read_settings(msg, FLSettings, context.run_config)
     partition_id = int(context.node_config["partition-id"])
     x, y = client_data(settings, partition_id, int(context.node_config["num-partitions"]))
     server_round = int(train_config(msg).get("server-round", 0))

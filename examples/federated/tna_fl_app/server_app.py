@@ -11,7 +11,6 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM, FedProx
 
-from hf_tna.anchors import AnchorSpec
 from hf_tna.federated.server import AnchoredStrategy, anchor_layouts
 from tna_fl_app.task import FLSettings, accuracy, build_model, test_data
 
@@ -33,8 +32,7 @@ def run_experiment(grid: Grid, settings: FLSettings) -> dict:
     """One federated run on `grid`: returns accuracy per round (server-side test set) and bytes per round."""
     model = build_model(settings.model, seed=settings.seed)
     initial = ArrayRecord({k: Array(v.detach().numpy()) for k, v in model.state_dict().items()})
-    ratio = settings.anchor_ratio if settings.method != "fedavg" else 0.0
-    spec = AnchorSpec(ratio=ratio, seed=settings.seed)
+    spec = settings.to_spec()  # ratio 0 for method fedavg
     mode = "fedpnu" if settings.method == "fedpnu" else "fedpfn"
     strategy = AnchoredStrategy(build_inner_strategy(settings), spec, anchor_layouts(model, spec), mode=mode)
     x_test, y_test = test_data(settings)
@@ -48,12 +46,12 @@ def run_experiment(grid: Grid, settings: FLSettings) -> dict:
         grid,
         initial,
         num_rounds=settings.rounds,
-        train_config=ConfigRecord(settings.to_config()),
+        train_config=ConfigRecord(settings.to_run_config()),
         evaluate_fn=evaluate_fn,
     )
     metrics = result.evaluate_metrics_serverapp
     return {
-        "settings": settings.to_config(),
+        "settings": settings.to_run_config(),
         "accuracy": [float(metrics[r]["accuracy"]) for r in sorted(metrics)],  # index 0 = initial model
         "bytes": strategy.history,
         "seconds": time.perf_counter() - start,
@@ -63,8 +61,8 @@ def run_experiment(grid: Grid, settings: FLSettings) -> dict:
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    settings = FLSettings.from_config(context.run_config)
+    settings = FLSettings.from_run_config(context.run_config)
     out = run_experiment(grid, settings)
-    path = Path(str(context.run_config.get("output", "fl_result.json")))
+    path = Path(settings.output)
     path.write_text(json.dumps(out, indent=2))
     print(f"final accuracy {out['accuracy'][-1]:.4f}; results in {path.resolve()}")
