@@ -4,7 +4,13 @@ Swap `transformers.Trainer` for `TNATrainer` (and `TrainingArguments` for `TNACo
 that will be averaged later: model soups, ColD fusion, federated learning.
 """
 
+import logging as _logging
+
 from ._version import __version__
+
+# hf_tna's loggers (`hf_tna.*`) hang under transformers' library logger, so they follow its verbosity
+# (`transformers.logging.set_verbosity_info()`, `TrainingArguments(log_level=...)`) and its handler.
+_logging.getLogger("hf_tna").parent = _logging.getLogger("transformers")
 from .anchors import AnchorSelection, AnchorSpec, anchor_mask
 from .arguments import AnchorArguments, AnchorTrainingArguments
 from .manifest import CONFIG_NAME, TNAFileConfig

@@ -176,9 +176,13 @@ class TNATrainerMixin:
             self.optimizer.mask_in_step = False  # training_step masks after the last backward of each step
             if self.is_world_process_zero():
                 layouts = self.optimizer.anchor_layouts
+                anchored = sum(e["num_anchored"] for e in self.optimizer.manifest().values())
+                total = sum(p.numel() for p in target.parameters() if p.requires_grad)
                 logger.info(
-                    "hf_tna: anchoring %d tensors, ratio %s, seed %d, granularity %s; path: %s",
-                    len(layouts), self.anchor_spec.ratio, self.anchor_spec.seed, self.anchor_spec.granularity, path,
+                    "hf_tna: anchoring %d of %d trainable entries (%d tensors), ratio %s, seed %d, granularity %s; "
+                    "path: %s; shared-initialised tensors: %s",
+                    anchored, total, len(layouts), self.anchor_spec.ratio, self.anchor_spec.seed,
+                    self.anchor_spec.granularity, path, ", ".join(self.shared_init) or "none",
                 )
         if self._resume_tna is not None and self.anchored_optimizer is not None:
             self._check_resumed_anchors()  # whoever built the optimizer (this trainer, or the user's optimizers=)

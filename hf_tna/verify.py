@@ -169,10 +169,12 @@ def verify_anchors_many(
     config: TNAFileConfig | Sequence[TNAFileConfig | None] | None = None,
     names: Sequence[str] | None = None,
     store=None,
+    progress: bool | None = False,
 ) -> list[dict]:
     """`verify_anchors` of several checkpoints against one base (or their manifests): one report each, in order.
 
     Each tensor's anchor selection is drawn once (and the base tensor read once) for all checkpoints.
+    `progress`: a progress bar over the tensors (None: when the output is a terminal).
     `config` is one `TNAFileConfig` for all, or one per checkpoint (None: the folder's `tna_config.json`);
     the configs of all checkpoints must agree (`check_manifests_agree`). `names` name the checkpoints in
     errors (default: the path, or what an in-memory checkpoint is). Checkpoints may also be open readers
@@ -193,15 +195,16 @@ def verify_anchors_many(
         if base is not None:
             where = f"the base {type(base).__name__ if isinstance(base, torch.nn.Module) else base}"
             opened.append(_open(base, store, where, None, load_config=False))
-            return _verify(opened[:-1], opened[-1], spec)
-        return _verify(opened, None, spec)
+            return _verify(opened[:-1], opened[-1], spec, progress)
+        return _verify(opened, None, spec, progress)
     finally:
         for checkpoint in opened:
             if checkpoint.owned:
                 checkpoint.reader.close()
 
 
-def _verify(checkpoints: list[_Checkpoint], base: _Checkpoint | None, spec: AnchorSpec | None) -> list[dict]:
+def _verify(checkpoints: list[_Checkpoint], base: _Checkpoint | None, spec: AnchorSpec | None,
+            progress: bool | None = False) -> list[dict]:
     with_config = [c for c in checkpoints if c.config is not None]
     agreed = check_manifests_agree([c.config for c in with_config], [c.name for c in with_config])
     if spec is None:
@@ -228,7 +231,9 @@ def _verify(checkpoints: list[_Checkpoint], base: _Checkpoint | None, spec: Anch
 
     tensors: list[dict] = [{} for _ in checkpoints]
     totals, intacts = [0] * len(checkpoints), [0] * len(checkpoints)
-    for layout in layouts:
+    from tqdm.auto import tqdm
+
+    for layout in tqdm(layouts, desc="verify", unit="tensor", disable=None if progress is None else not progress):
         selection = AnchorSelection(layout, spec)  # drawn once for every checkpoint
         reference = selection.take(base.get(layout)).cpu() if base is not None else None
         for i, checkpoint in enumerate(checkpoints):
@@ -287,12 +292,14 @@ def add_parser(subparsers):
     parser.add_argument("--store", default=None, help="where Hub ids are read from: hub (HF_ENDPOINT, the "
                         "default), a Hub-compatible URL or a local store folder")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                        help="no progress bar (default: shown on a terminal)")
     parser.set_defaults(func=run_verify)
     return parser
 
 
 def run_verify(args) -> int:
-    report = verify_anchors(args.model, args.base, store=args.store)
+    report = verify_anchors_many([args.model], args.base, store=args.store, progress=args.progress)[0]
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
         return 0 if report["intact"] else 1

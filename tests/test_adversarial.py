@@ -459,3 +459,4 @@ def test_the_loser_of_a_fuser_race_reports_already_fused(local_store, tmp_path, 
     report = fuser_module.fuse_round(local_store, "cold/race", 0)
     assert report["status"] == "already-fused" and len(report["accepted"]) == 2
     assert sum(1 for t in local_store.list_refs("cold/race")["tags"] if t == "round-1") == 1
+

@@ -409,3 +409,21 @@ def test_example_runs_on_flowers_simulation_engine(tmp_path):
     assert result["accuracy"][-1] > result["accuracy"][0]
     for h in result["bytes"]:
         assert h["replies"] == 2 and h["upload_bytes"] < 0.7 * h["upload_bytes_full"]
+
+
+@pytest.mark.parametrize("ratio", [0.4, 0.0])
+def test_a_poisoned_client_update_is_not_aggregated_into_the_global_model(ratio):
+    """Adversarial suite (issue 13, item 6): a non-finite aggregate never becomes the next global model."""
+    strategy, arrays = wrapped(FedAvg(), mode="fedpfn", spec=AnchorSpec(ratio=ratio, seed=3))
+    msgs = sorted(strategy.configure_train(1, arrays, ConfigRecord(), FakeGrid(len(SIZES))),
+                  key=lambda m: m.metadata.dst_node_id)
+    replies = [client_reply(m, seed=i, n=SIZES[i]) for i, m in enumerate(msgs)]
+    record = replies[0].content["arrays"]
+    key = next(iter(record))
+    poisoned = record[key].numpy().copy()
+    poisoned.flat[0] = np.inf
+    record[key] = Array(poisoned)
+    new_arrays, _ = strategy.aggregate_train(1, replies)
+    assert new_arrays is None  # Flower keeps the previous global model
+    healthy = [client_reply(m, seed=i, n=SIZES[i]) for i, m in enumerate(msgs)]
+    assert strategy.aggregate_train(1, healthy)[0] is not None

@@ -243,3 +243,24 @@ def test_anchor_arguments_validate_through_tna_config_and_the_parser(tmp_path):
     assert issubclass(TNAConfig, AnchorArguments)
     (args,) = HfArgumentParser(AnchorArguments).parse_args_into_dataclasses(["--anchor_seed", "3"])
     assert args.to_spec() == AnchorSpec(seed=3)
+
+
+def test_hf_tna_logs_follow_transformers_verbosity(tmp_path, caplog):
+    import logging
+
+    from transformers.utils import logging as transformers_logging
+
+    before = transformers_logging.get_verbosity()
+    try:
+        transformers_logging.set_verbosity_info()
+        assert logging.getLogger("hf_tna.tna_trainer").getEffectiveLevel() == logging.INFO
+        with caplog.at_level(logging.INFO, logger="hf_tna"):
+            trainer = TNATrainer(model=build_tiny_bert(), args=TrainingArguments(**base_args(tmp_path)),
+                                 train_dataset=text_dataset(), anchor_spec=AnchorSpec(ratio=0.4))
+            trainer.train()
+        line = next(r.getMessage() for r in caplog.records if "anchoring" in r.getMessage())
+        assert "ratio 0.4" in line and "path: restore" in line and "of" in line
+        transformers_logging.set_verbosity_warning()
+        assert logging.getLogger("hf_tna.optimizer").getEffectiveLevel() == logging.WARNING
+    finally:
+        transformers_logging.set_verbosity(before)

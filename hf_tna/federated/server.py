@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
-from logging import INFO
+from logging import INFO, WARNING
 
 import numpy as np
 import torch
@@ -287,7 +287,8 @@ class AnchoredStrategy(Strategy):
                     "expand_seconds": 0.0,
                 }
             )
-            return self.strategy.aggregate_train(server_round, replies)
+            arrays, metrics = self.strategy.aggregate_train(server_round, replies)
+            return self._finite_or_keep(server_round, arrays), metrics
         start = time.perf_counter()
         for msg in valid:
             for rkey in list(msg.content.array_records):
@@ -305,11 +306,24 @@ class AnchoredStrategy(Strategy):
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         if arrays is None:
             return arrays, metrics
-        arrays = self._finish_aggregate(arrays)
+        arrays = self._finite_or_keep(server_round, self._finish_aggregate(arrays))
         if metrics is not None:
             metrics[METRIC_UPLOAD_BYTES] = int(sent)
             metrics[METRIC_FULL_BYTES] = int(full_one * len(valid))
         return arrays, metrics
+
+    def _finite_or_keep(self, server_round: int, arrays: ArrayRecord | None) -> ArrayRecord | None:
+        """The aggregate, or None (Flower then keeps the previous global model) when any floating array of it
+        holds NaN or inf: a diverged or malicious client never becomes the next global model."""
+        if arrays is None:
+            return None
+        for key, arr in arrays.items():
+            value = arr.numpy()
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+                log(WARNING, "hf_tna round %d: the aggregate of %r holds %d NaN/inf value(s); keeping the previous "
+                    "global model", server_round, key, int((~np.isfinite(value)).sum()))
+                return None
+        return arrays
 
     def _finish_aggregate(self, arrays: ArrayRecord) -> ArrayRecord:
         """Cast back to the global dtypes; FedPFN: write the initial anchor values back (bitwise)."""
