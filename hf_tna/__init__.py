@@ -7,16 +7,15 @@ that will be averaged later: model soups, ColD fusion, federated learning.
 import logging as _logging
 
 from ._version import __version__
-
-# hf_tna's loggers (`hf_tna.*`) hang under transformers' library logger, so they follow its verbosity
-# (`transformers.logging.set_verbosity_info()`, `TrainingArguments(log_level=...)`) and its handler.
-_logging.getLogger("hf_tna").parent = _logging.getLogger("transformers")
 from .anchors import AnchorSelection, AnchorSpec, anchor_mask
 from .arguments import AnchorArguments, AnchorTrainingArguments
 from .manifest import CONFIG_NAME, TNAFileConfig
 from .optimizer import AnchoredOptimizer, create_anchored_optimizer
 from .zero_copy import ZeroCopyAdam, ZeroCopyAdamW, ZeroCopySGD
 
+# hf_tna's loggers (`hf_tna.*`) hang under transformers' library logger, so they follow its verbosity
+# (`transformers.logging.set_verbosity_info()`, `TrainingArguments(log_level=...)`) and its handler.
+_logging.getLogger("hf_tna").parent = _logging.getLogger("transformers")
 
 def __getattr__(name):  # transformers-dependent pieces are imported on first use
     if name in ("TNATrainer", "TNATrainerMixin", "TNACallback", "anchored_optimizer_factory"):
