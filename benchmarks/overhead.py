@@ -1,12 +1,16 @@
-"""Step time and memory of `Trainer` vs `TNATrainer` (ratio 0.4, element and neuron), side by side.
+"""Step time and memory of `Trainer` vs `TNATrainer` (ratio 0.4, element and neuron; restore path and zero
+copy), side by side.
 
     python benchmarks/overhead.py                      # CPU: ViT (hidden 192, 12 layers) and GPT-2-shaped LM
     python benchmarks/overhead.py --device cuda --large --dtype bf16   # adds ViT-B/16 and GPT-2 small
 
 Prints JSON. Each round trains every variant for `--steps` steps in rotating order (after `--warmup`
 steps each), so drifts of a noisy machine hit all variants alike; the figure is the median step time and
-its ratio to `Trainer`. Memory: the bytes the anchors hold (masks + anchor values), peak GPU memory on CUDA,
-and on CPU the peak RSS of one child process per variant (`--rss`).
+its ratio to `Trainer`, and the median optimizer-step time alone (from `on_pre_optimizer_step` to
+`on_optimizer_step`). Memory: the bytes the anchors hold between steps (masks + anchor values on the restore
+path, none with zero copy), peak GPU memory on CUDA, and on CPU the peak RSS of one child process per variant
+(`--rss`). `memory_7b` turns the measured bytes per parameter into the whole training state of a 7B model
+(computed, not measured).
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ import time
 import torch
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from hf_tna import AnchorSpec, TNATrainer
+from hf_tna import AnchorSpec, TNAConfig, TNATrainer
 
-VARIANTS = {
-    "trainer": None,
-    "tna_element": AnchorSpec(ratio=0.4, granularity="element"),
-    "tna_neuron": AnchorSpec(ratio=0.4, granularity="neuron"),
+VARIANTS = {  # name -> (spec, zero copy)
+    "trainer": (None, None),
+    "tna_element": (AnchorSpec(ratio=0.4, granularity="element"), False),
+    "tna_neuron": (AnchorSpec(ratio=0.4, granularity="neuron"), False),
+    "tna_element_zero_copy": (AnchorSpec(ratio=0.4, granularity="element"), True),
+    "tna_neuron_zero_copy": (AnchorSpec(ratio=0.4, granularity="neuron"), True),
 }
 
 
@@ -72,11 +78,12 @@ class FixedBatches(torch.utils.data.Dataset):
 
 
 class StepTimer(TrainerCallback):
-    """Wall time and process CPU time of every optimizer step. On a shared CPU the CPU time is the steadier
-    figure: time spent waiting for a core another job holds does not count."""
+    """Wall time and process CPU time of every optimizer step, and the optimizer step alone. On a shared CPU the
+    CPU time is the steadier figure: time spent waiting for a core another job holds does not count."""
 
     def __init__(self, device):
-        self.device, self.times, self.cpu_times, self._start = device, [], [], None
+        self.device, self.times, self.cpu_times, self.opt_times, self._start = device, [], [], [], None
+        self._opt_start = None
 
     def _sync(self):
         if self.device == "cuda":
@@ -86,6 +93,14 @@ class StepTimer(TrainerCallback):
         self._sync()
         self._start = (time.perf_counter(), time.process_time())
 
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self._sync()
+        self._opt_start = time.perf_counter()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self._sync()
+        self.opt_times.append(time.perf_counter() - self._opt_start)
+
     def on_step_end(self, args, state, control, **kwargs):
         self._sync()
         self.times.append(time.perf_counter() - self._start[0])
@@ -94,29 +109,32 @@ class StepTimer(TrainerCallback):
 
 def run_variant(model_name: str, variant: str, steps: int, warmup: int, device: str, dtype: str, out_dir: str):
     model, batch = build_model(model_name)
-    args = TrainingArguments(
+    spec, zero_copy = VARIANTS[variant]
+    common = dict(
         output_dir=out_dir, per_device_train_batch_size=batch, max_steps=warmup + steps, learning_rate=1e-4,
         weight_decay=0.01, max_grad_norm=1.0, report_to="none", save_strategy="no", logging_strategy="no",
         disable_tqdm=True, use_cpu=device == "cpu", bf16=dtype == "bf16", dataloader_num_workers=0, seed=0,
     )
     timer = StepTimer(device)
     data = FixedBatches(model_name, batch * (warmup + steps))
-    spec = VARIANTS[variant]
     if spec is None:
-        trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[timer])
+        trainer = Trainer(model=model, args=TrainingArguments(**common), train_dataset=data, callbacks=[timer])
     else:
+        args = TNAConfig(**common, anchor_zero_copy=zero_copy)
         trainer = TNATrainer(model=model, args=args, train_dataset=data, callbacks=[timer], anchor_spec=spec)
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its metrics; stdout is for the JSON
         trainer.train()
-    result = {"times": timer.times[warmup:], "cpu_times": timer.cpu_times[warmup:]}
+    result = {"times": timer.times[warmup:], "cpu_times": timer.cpu_times[warmup:], "opt_times": timer.opt_times[warmup:]}
     if spec is not None:
-        result["anchor_drift_after_training"] = trainer.anchored_optimizer.anchor_drift()
-        result["restore_in_cuda_graph"] = trainer.anchored_optimizer._restore_graph is not None
-        result["anchor_ops_s"] = time_anchor_ops(trainer.anchored_optimizer, model, device)
-        result["anchor_bytes"] = trainer.anchored_optimizer.anchor_nbytes()
-        result["anchored_entries"] = sum(a.num_anchored for a in trainer.anchored_optimizer.anchors)
+        optimizer = trainer.anchored_optimizer
+        result["path"] = "zero_copy" if getattr(optimizer, "zero_copy", False) else "restore"
+        result["anchor_drift_after_training"] = optimizer.anchor_drift()
+        result["restore_in_cuda_graph"] = getattr(optimizer, "_restore_graph", None) is not None
+        result["anchor_ops_s"] = time_anchor_ops(optimizer, model, device)
+        result["anchor_bytes"] = optimizer.anchor_nbytes()
+        result["anchored_entries"] = sum(entry["num_anchored"] for entry in optimizer.manifest().values())
     result["num_params"] = sum(p.numel() for p in model.parameters())
     if device == "cuda":
         result["peak_gpu_bytes"] = torch.cuda.max_memory_allocated()
@@ -125,8 +143,9 @@ def run_variant(model_name: str, variant: str, steps: int, warmup: int, device: 
 
 
 def time_anchor_ops(optimizer, model, device: str, repeats: int = 10) -> float:
-    """Median seconds of the anchor work of one step (mask fresh gradients, restore the anchors): a
-    noise-robust estimate of the overhead, next to the end-to-end ratio."""
+    """Median seconds of the anchor work of one step outside the optimizer's own update (restore path: mask fresh
+    gradients and restore the anchors; zero copy: draw the masks and zero the anchored gradients, which its step
+    repeats for the decay): a noise-robust estimate of the overhead, next to the end-to-end ratio."""
     times = []
     for _ in range(repeats):
         for p in model.parameters():
@@ -135,11 +154,25 @@ def time_anchor_ops(optimizer, model, device: str, repeats: int = 10) -> float:
             torch.cuda.synchronize()
         start = time.perf_counter()
         optimizer.mask_gradients()
-        optimizer.restore_anchors()
+        if hasattr(optimizer, "restore_anchors"):
+            optimizer.restore_anchors()
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
     return round(statistics.median(times), 6)
+
+
+def memory_7b(bytes_per_param: dict[str, float], dtype: str) -> dict:
+    """Training state of a 7B-parameter model per variant, from the measured anchor bytes per parameter (computed):
+    weights + gradients + AdamW's two moments, in fp32 (4 + 4 + 8 bytes) or bf16 mixed precision (bf16 weights and
+    gradients, fp32 master weights and moments: 2 + 2 + 4 + 8)."""
+    base = 16.0 if dtype == "fp32" else 16.0
+    params = 7e9
+    out = {"parameters": params, "adamw_state_bytes_per_param": base, "computed_not_measured": True}
+    for variant, extra in bytes_per_param.items():
+        out[variant] = {"anchor_bytes_per_param": extra, "total_gb": round(params * (base + extra) / 1e9, 1),
+                        "anchor_gb": round(params * extra / 1e9, 1)}
+    return out
 
 
 def child_rss(model_name: str, variant: str, args) -> int:
@@ -180,6 +213,7 @@ def main(argv=None):
     for model_name in models:
         times = {v: [] for v in names}
         cpu_times = {v: [] for v in names}
+        opt_times = {v: [] for v in names}
         extra = {}
         for r in range(args.rounds):
             order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
@@ -187,6 +221,7 @@ def main(argv=None):
                 result = run_variant(model_name, variant, args.steps, args.warmup, args.device, args.dtype, out_dir)
                 times[variant] += result.pop("times")
                 cpu_times[variant] += result.pop("cpu_times")
+                opt_times[variant] += result.pop("opt_times")
                 extra[variant] = result
         base = statistics.median(times["trainer"])
         cpu_base = statistics.median(cpu_times["trainer"])
@@ -197,6 +232,7 @@ def main(argv=None):
             entry[variant] = {"median_step_s": round(median, 5), "ratio_to_trainer": round(median / base, 4),
                               "median_step_cpu_s": round(cpu_median, 5),
                               "cpu_ratio_to_trainer": round(cpu_median / cpu_base, 4),
+                              "median_optimizer_step_s": round(statistics.median(opt_times[variant]), 5),
                               "steps_timed": len(times[variant]), **extra[variant]}
             if args.device == "cpu" and args.rss:
                 entry[variant]["peak_rss_bytes"] = child_rss(model_name, variant, args)
@@ -206,6 +242,8 @@ def main(argv=None):
                 n = extra[variant]["num_params"]
                 entry[variant]["anchor_bytes_per_param"] = round(extra[variant]["anchor_bytes"] / n, 3)
         report["models"][model_name] = entry
+        per_param = {v: entry[v].get("anchor_bytes_per_param", 0.0) for v in names}
+        report.setdefault("memory_7b", {})[model_name] = memory_7b(per_param, args.dtype)
         print(json.dumps({model_name: entry}), file=sys.stderr)
     print(json.dumps(report, indent=2))
 
