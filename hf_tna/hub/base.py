@@ -38,6 +38,15 @@ class RevisionNotFoundError(ValueError):
     """The branch, tag or commit does not exist in the repository."""
 
 
+class StoreMixin:
+    """What both stores derive from their own `commit`."""
+
+    def upload_folder(self, repo_id: str, folder: str | Path, message: str, revision: str = DEFAULT_BRANCH,
+                      parent_commit: str | None = None) -> str:
+        """Commit every file below `folder` (`.git` and `.cache/huggingface` skipped) to `revision`."""
+        return self.commit(repo_id, folder_files(folder), message, revision, parent_commit)
+
+
 class Store(Protocol):
     """What `HubStore` and `LocalStore` both offer (see `LocalStore` for the argument types)."""
 

@@ -13,12 +13,12 @@ from .base import (
     RepoNotFoundError,
     RevisionNotFoundError,
     StaleParentError,
+    StoreMixin,
     branch_to_create,
     check_ref_name,
     check_repo_id,
     check_repo_path,
     check_source,
-    folder_files,
 )
 
 
@@ -50,7 +50,7 @@ def hub_errors(repo_id: str, revision: str | None = None, path: str | None = Non
         raise
 
 
-class HubStore:
+class HubStore(StoreMixin):
     """The Hugging Face Hub (or a Hub-compatible server at `endpoint`, default `HF_ENDPOINT`) via `HfApi`."""
 
     def __init__(self, endpoint: str | None = None, token: str | None = None):
@@ -95,16 +95,6 @@ class HubStore:
                 repo_id, ops, commit_message=message, revision=revision, parent_commit=parent_commit
             )
         return info.oid
-
-    def upload_folder(
-        self,
-        repo_id: str,
-        folder: str | Path,
-        message: str,
-        revision: str = DEFAULT_BRANCH,
-        parent_commit: str | None = None,
-    ) -> str:
-        return self.commit(repo_id, folder_files(folder), message, revision, parent_commit)
 
     def create_branch(self, repo_id: str, branch: str, revision: str | None = None, exist_ok: bool = True) -> None:
         with hub_errors(repo_id, revision or branch):

@@ -41,6 +41,7 @@ from .base import (
     RepoNotFoundError,
     RevisionNotFoundError,
     StaleParentError,
+    StoreMixin,
     apply_changes,
     atomic_write,
     branch_to_create,
@@ -49,13 +50,12 @@ from .base import (
     check_repo_id,
     check_repo_path,
     check_source,
-    folder_files,
     temp_file,
 )
 
 
 # -- LocalStore ----------------------------------------------------------------------------------------------
-class LocalStore:
+class LocalStore(StoreMixin):
     """An offline store in folder `root`, one `models--{namespace}--{name}` folder per repo (see module doc)."""
 
     def __init__(self, root: str | Path):
@@ -219,16 +219,6 @@ class LocalStore:
             sha = self._write_commit(repo_dir, [head], message, new)
             self._write_ref(repo_dir, "branches", revision, sha)
         return sha
-
-    def upload_folder(
-        self,
-        repo_id: str,
-        folder: str | Path,
-        message: str,
-        revision: str = DEFAULT_BRANCH,
-        parent_commit: str | None = None,
-    ) -> str:
-        return self.commit(repo_id, folder_files(folder), message, revision, parent_commit)
 
     def _add_ref(self, repo_id: str, kind: str, name: str, revision: str, exist_ok: bool) -> None:
         repo_dir = self._repo(repo_id)
