@@ -181,7 +181,8 @@ def draw_anchored(
 # --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class TensorLayout:
-    """How one tensor is anchored: by element (unit_dim None) or by output unit along `unit_dim`.
+    """How one tensor is anchored: by element (unit_dim None) or by output unit along `unit_dim`, or whole
+    (`whole=True`: every entry, e.g. the frozen LoRA `A` of FFA-LoRA, which the manifest records too).
 
     `key` is the name the hash is keyed by: the tensor's own name for elements, the module's name for
     neuron units (so a weight's rows and its bias entries share one draw).
@@ -191,6 +192,7 @@ class TensorLayout:
     shape: tuple[int, ...]
     unit_dim: int | None = None
     key: str = ""
+    whole: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -203,7 +205,7 @@ class TensorLayout:
 
     @property
     def granularity(self) -> str:
-        return "element" if self.unit_dim is None else "neuron"
+        return "whole" if self.whole else "element" if self.unit_dim is None else "neuron"
 
 
 class AnchorSelection:
@@ -241,7 +243,11 @@ class AnchorSelection:
                 )
         self.layout, self.spec, self.offset = layout, spec, int(offset)
         self.shape = full if not full else (rows, *full[1:])
-        if layout.unit_dim is None:
+        if layout.whole:
+            self.mask = torch.ones(self.shape, dtype=torch.bool, device=device)
+            self.units = None
+            self.num_anchored = math.prod(self.shape)
+        elif layout.unit_dim is None:
             row = math.prod(full[1:]) if full else 1
             numel = math.prod(self.shape)
             self.mask = draw_anchored(numel, layout.key, spec, device, start=self.offset * row).view(self.shape)
@@ -276,7 +282,9 @@ class AnchorSelection:
         return torch.arange(first, first + count, dtype=torch.int64)
 
     def predicate(self, counters: torch.Tensor) -> torch.Tensor:
-        """`is_anchored` for this tensor's key and spec."""
+        """`is_anchored` for this tensor's key and spec (every counter of a whole layout)."""
+        if self.layout.whole:
+            return torch.ones(counters.shape, dtype=torch.bool, device=counters.device)
         return is_anchored(counters, self.layout.key, self.spec)
 
     def _check(self, tensor: torch.Tensor) -> None:

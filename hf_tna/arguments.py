@@ -161,6 +161,11 @@ class AnchorTrainingArguments(AnchorArguments):
         anchor_shared_init (`bool`, defaults to True): initialise new weights (a fresh head, new embedding rows,
             adapters) from the anchor seed and their names (`hf_tna.shared_init`), so contributors with different
             training seeds anchor them at the same values; False keeps your own initialisation.
+        anchor_lora_fa (`bool`, defaults to False): FFA-LoRA for PEFT LoRA models: every LoRA `A` is initialised
+            from the anchor seed (shared initialisation) and frozen whole, only `B` trains (with element anchors
+            on it at `anchor_ratio`; 0 for plain FFA-LoRA); the frozen `A`s are recorded in the manifest
+            (`whole` entries), so soups verify them and the average of the `B`s times the shared `A` is exactly
+            the average of the updates.
         anchor_zero_copy (`bool` or `None`): True for zero-copy anchors (torch AdamW / Adam / SGD: no mask and no
             copy of the anchor values kept), False for the restore path (any optimizer); None picks zero copy on
             accelerators and the restore path on CPU.
@@ -170,6 +175,11 @@ class AnchorTrainingArguments(AnchorArguments):
         default=True,
         metadata={"help": "Initialise the weights the model did not load (a fresh head, new embedding rows, adapters) "
                   "from the anchor seed, so every contributor starts them from the same values."},
+    )
+    anchor_lora_fa: bool = field(
+        default=False,
+        metadata={"help": "FFA-LoRA: freeze every LoRA A whole at its shared-seed init and train only B, so the "
+                  "average of the Bs times the shared A is exactly the average of the updates."},
     )
     anchor_zero_copy: bool | None = field(
         default=None,

@@ -26,7 +26,8 @@ CONFIG_NAME = "tna_config.json"
 FORMAT_VERSION = 2
 # Format history (readers accept every older version):
 #   1: anchor_spec, base_model, base_revision, hash, manifest, tensor_namespace
-#   2: + shared_init (tensors, or rows, initialised from the anchor seed: `hf_tna.shared_init`)
+#   2: + shared_init (tensors, or rows, initialised from the anchor seed: `hf_tna.shared_init`); manifest entries
+#      may be `whole` (every entry fixed: the frozen LoRA A of FFA-LoRA, `anchor_lora_fa`)
 
 def values_sha256(values: torch.Tensor) -> str:
     """sha256 of a tensor's raw bytes (contiguous, on CPU)."""
@@ -36,7 +37,7 @@ def values_sha256(values: torch.Tensor) -> str:
 
 def manifest_entry(tensor: torch.Tensor, layout: TensorLayout, spec: AnchorSpec, values=None) -> dict:
     values = anchored_values(tensor, layout, spec) if values is None else values
-    return {
+    entry = {
         "shape": list(layout.shape),
         "dtype": str(tensor.dtype).replace("torch.", ""),
         "unit_dim": layout.unit_dim,
@@ -44,6 +45,9 @@ def manifest_entry(tensor: torch.Tensor, layout: TensorLayout, spec: AnchorSpec,
         "num_anchored": int(values.numel()),
         "sha256": values_sha256(values),
     }
+    if layout.whole:
+        entry["whole"] = True
+    return entry
 
 
 def check_manifest_entry(name: str, entry, source: str = CONFIG_NAME) -> None:
@@ -64,6 +68,8 @@ def check_manifest_entry(name: str, entry, source: str = CONFIG_NAME) -> None:
     sha = entry["sha256"]
     if not isinstance(sha, str) or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
         raise ValueError(f"{source}: manifest entry {name!r} has an invalid sha256 {sha!r}")
+    if not isinstance(entry.get("whole", False), bool):
+        raise ValueError(f"{source}: manifest entry {name!r} has a non-boolean 'whole' {entry['whole']!r}")
     if entry.get("key") is not None and not isinstance(entry["key"], str):
         raise ValueError(f"{source}: manifest entry {name!r} has a non-string key {entry['key']!r}")
 
@@ -78,7 +84,8 @@ def _shared_init(value, source: str) -> dict:
 
 
 def layout_from_manifest(name: str, entry: dict) -> TensorLayout:
-    return TensorLayout(name, tuple(entry["shape"]), entry.get("unit_dim"), entry.get("key") or name)
+    return TensorLayout(name, tuple(entry["shape"]), entry.get("unit_dim"), entry.get("key") or name,
+                        bool(entry.get("whole", False)))
 
 
 @dataclass
@@ -162,6 +169,7 @@ class TNAFileConfig:
 def check_layouts_match(layouts: list[TensorLayout], manifest: dict[str, dict], what: str = "model") -> None:
     """Raise ValueError naming the first tensor where `layouts` and a manifest disagree."""
     by_name = {layout.name: layout for layout in layouts}
+    manifest = {name: entry for name, entry in manifest.items() if not entry.get("whole")}  # frozen: not optimised
     missing = sorted(set(manifest) - set(by_name))
     extra = sorted(set(by_name) - set(manifest))
     if missing:

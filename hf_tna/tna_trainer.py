@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import inspect
-import os
 from pathlib import Path
 
 import torch
@@ -19,7 +18,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from transformers.utils import logging
 
-from .anchors import AnchorSpec, build_layouts, unwrap_model
+from .anchors import AnchorSpec, TensorLayout, build_layouts, checkpoint_names, unwrap_model
 from .arguments import AnchorArguments
 from .manifest import (
     CONFIG_NAME,
@@ -143,13 +142,36 @@ class TNATrainerMixin:
         self._resume_tna: TNAFileConfig | None = None
         self._pre_resume_hashes: dict[str, str] | None = None
         self.shared_init: dict[str, list[int] | None] = {}
-        if anchor_spec.ratio > 0 and self.model is not None:
+        self.frozen_whole: list[TensorLayout] = []
+        if getattr(self.args, "anchor_lora_fa", False):
+            self._setup_lora_fa(anchor_spec, new_weights)
+        elif anchor_spec.ratio > 0 and self.model is not None:
             target = self.anchor_target(unwrap_model(self.model))
             build_layouts(target, anchor_spec)  # bad include/exclude patterns fail now
             if getattr(self.args, "anchor_shared_init", True):
                 self.shared_init = shared_initialize(target, anchor_spec, new_weights)
                 if self.shared_init and given is not None:
                     given.reset_anchor_values()  # the optimizer was built on the values before
+
+    def _setup_lora_fa(self, spec: AnchorSpec, new_weights) -> None:
+        """FFA-LoRA: LoRA `A` drawn from the anchor seed (shared initialisation) and frozen whole; `B` trains."""
+        model = unwrap_model(self.model)
+        if getattr(model, "peft_config", None) is None:
+            raise ValueError("anchor_lora_fa=True needs a PEFT LoRA model (get_peft_model or peft_config=)")
+        if not getattr(self.args, "anchor_shared_init", True):
+            raise ValueError("anchor_lora_fa=True freezes LoRA A at its shared initialisation: keep "
+                             "anchor_shared_init=True")
+        self.shared_init = shared_initialize(model, spec, new_weights)
+        names = checkpoint_names(model)
+        for param in model.parameters():
+            name = names.get(id(param), "")
+            if param.requires_grad and ".lora_A." in name:
+                param.requires_grad_(False)
+                self.frozen_whole.append(TensorLayout(name, tuple(param.shape), whole=True))
+        if not self.frozen_whole:
+            raise ValueError("anchor_lora_fa=True found no LoRA A weight to freeze in the model")
+        if spec.ratio > 0:
+            build_layouts(model, spec)  # bad include/exclude patterns fail now
 
     # --- anchors ---
     @property
@@ -284,6 +306,12 @@ class TNATrainerMixin:
         if self._resume_tna is not None:
             base_model = self._resume_tna.base_model or base_model
             base_revision = self._resume_tna.base_revision or base_revision
+        if self.frozen_whole:  # FFA-LoRA's frozen A: recorded whole, so soups and verify check them bitwise
+            model = unwrap_model(self.model)
+            names = checkpoint_names(model)
+            params = {names[id(p)]: p for p in model.parameters() if id(p) in names}
+            for layout in self.frozen_whole:
+                manifest[layout.name] = manifest_entry(params[layout.name], layout, self.anchor_spec)
         shared = self._resume_tna.shared_init if self._resume_tna is not None else self.shared_init
         return TNAFileConfig(self.anchor_spec, manifest, base_model, base_revision, shared_init=shared)
 
@@ -303,27 +331,11 @@ class TNATrainerMixin:
         tags = [tags] if isinstance(tags, str) else list(tags or [])
         super().create_model_card(*args, tags=tags + ["hf_tna", "tna-pfn"], **kwargs)
         if self.is_world_process_zero():
-            append_anchor_section(Path(self.args.output_dir) / "README.md", self.anchor_spec,
-                                  os.path.basename(os.path.normpath(self.args.output_dir)))
+            from .card import MODEL_CARD_NAME, append_anchor_section
 
-
-ANCHOR_SECTION_TITLE = "## Training-time neuron alignment (hf_tna)"
-
-
-def append_anchor_section(path: Path, spec: AnchorSpec, where: str) -> None:
-    """Append the anchor section to the model card at `path` (written by `Trainer` or by another library, such
-    as TRL at every checkpoint), once."""
-    if not path.exists() or ANCHOR_SECTION_TITLE in path.read_text():
-        return
-    section = (
-        f"\n{ANCHOR_SECTION_TITLE}\n\n"
-        f"Trained with fixed neuron anchors (TNA-PFN, arXiv 2402.01342): ratio {spec.ratio}, "
-        f"granularity `{spec.granularity}`, seed {spec.seed}, round {spec.round}, include "
-        f"`{list(spec.include) if spec.include else 'all trainable'}`, exclude "
-        f"`{list(spec.exclude) if spec.exclude else []}`. Anchored entries hold their base values "
-        f"bitwise; `{CONFIG_NAME}` lists them per tensor. Check with `hf-tna verify {where}`.\n"
-    )
-    path.write_text(path.read_text() + section)
+            pushed = self.args.push_to_hub and getattr(self, "hub_model_id", None)
+            append_anchor_section(Path(self.args.output_dir) / MODEL_CARD_NAME, self.anchor_spec,
+                                  verify=pushed or str(self.args.output_dir))
 
 
 class TNATrainer(TNATrainerMixin, Trainer):

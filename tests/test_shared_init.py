@@ -122,3 +122,42 @@ def test_version_1_files_still_read(tmp_path):
     del config["shared_init"]
     (tmp_path / CONFIG_NAME).write_text(json.dumps(config))
     assert TNAFileConfig.load(tmp_path).shared_init == {}
+
+
+def test_ffa_lora_freezes_shared_a_and_the_soup_of_bs_is_the_mean_update(body, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    from hf_tna import TNAConfig
+
+    folders, a_start = [], []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        base = AutoModelForSequenceClassification.from_pretrained(body, num_labels=3)
+        model = get_peft_model(base, LoraConfig(r=4, target_modules=["query", "value"], lora_dropout=0.0))
+        args = TNAConfig(output_dir=str(tmp_path / f"fa{seed}"), per_device_train_batch_size=8, max_steps=3,
+                         learning_rate=1e-2, report_to="none", use_cpu=True, save_strategy="no", seed=seed,
+                         anchor_ratio=0.0, anchor_seed=7, anchor_lora_fa=True)
+        trainer = TNATrainer(model=model, args=args, train_dataset=text_dataset(num_labels=3))
+        a_start.append({n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n})
+        assert a_start[-1] and all(not p.requires_grad for n, p in model.named_parameters() if "lora_A" in n)
+        trainer.train()
+        trainer.save_model(str(tmp_path / f"fa{seed}"))
+        folders.append(tmp_path / f"fa{seed}")
+        for name, start in a_start[-1].items():  # A never moved
+            assert torch.equal(dict(model.named_parameters())[name], start)
+    assert all(torch.equal(a_start[0][k], a_start[1][k]) for k in a_start[0])  # one shared A
+    manifest = json.loads((folders[0] / CONFIG_NAME).read_text())["manifest"]
+    whole = [name for name, entry in manifest.items() if entry.get("whole")]
+    assert whole and all("lora_A" in name for name in whole)
+    assert verify_anchors(folders[0])["intact"]
+    build_soup(folders, tmp_path / "soup", lora_mode="factors", progress=False)
+    soup = load_file(tmp_path / "soup" / "adapter_model.safetensors")
+    ing = [load_file(f / "adapter_model.safetensors") for f in folders]
+    for name in soup:
+        if "lora_B" in name:  # mean(B) @ A == mean(B @ A): the factors soup is exact with one A
+            a_name = name.replace("lora_B", "lora_A")
+            mean_update = (ing[0][name] @ ing[0][a_name] + ing[1][name] @ ing[1][a_name]) / 2
+            assert torch.allclose(soup[name] @ soup[a_name], mean_update, atol=1e-6)
+        if "lora_A" in name:
+            assert torch.equal(soup[name], ing[0][name])
