@@ -209,10 +209,11 @@ def _verify(checkpoints: list[_Checkpoint], base: _Checkpoint | None, spec: Anch
     agreed = check_manifests_agree([c.config for c in with_config], [c.name for c in with_config])
     if spec is None:
         if agreed is None:
-            raise ValueError(
-                f"no anchor spec: {checkpoints[0].name} has no {CONFIG_NAME}; pass spec= (and base_or_path=) to "
-                "verify it"
-            )
+            from .errors import in_command_line
+
+            fix = ("it was not trained with anchors, or its manifest was not saved with it" if in_command_line()
+                   else "pass spec= (and base_or_path=) to verify it")
+            raise ValueError(f"no anchor spec: {checkpoints[0].name} has no {CONFIG_NAME}; {fix}")
         spec = agreed.spec
     elif agreed is not None and agreed.spec != spec:
         raise ValueError(f"spec {spec} differs from the {CONFIG_NAME} spec {agreed.spec}")

@@ -76,27 +76,29 @@ def test_soup_of_identical_checkpoints_is_the_input_bitwise(ckpts, tmp_path):
     out, ref = _tensors(tmp_path / "soup"), _tensors(src)
     assert out.keys() == ref.keys()
     assert all(torch.equal(out[k].view(torch.uint8), ref[k].view(torch.uint8)) for k in ref)
-    assert "model.safetensors.index.json" in report["files"] and "config.json" in report["files"]
-    assert len([f for f in report["files"] if f.endswith(".safetensors")]) > 1
+    assert "model.safetensors.index.json" in report.files and "config.json" in report.files
+    assert len([f for f in report.files if f.endswith(".safetensors")]) > 1
 
 
 def test_anchored_soup_keeps_anchors_and_writes_recipe_card_config(ckpts, tmp_path):
     srcs = [ckpts[f"bert{i}"] for i in range(3)]
-    build_soup(srcs, tmp_path / "soup", method="weighted", weights=[1, 2, 3], progress=False)
+    build_soup(srcs, tmp_path / "soup", merge_method="weighted", weights=[1, 2, 3], progress=False)
     out, first = _tensors(tmp_path / "soup"), _tensors(srcs[0])
     assert out.keys() == first.keys() and all(out[k].dtype == first[k].dtype for k in out)
     report = verify_anchors(tmp_path / "soup")
     assert report["intact"] and report["num_anchored"] > 0
     ref = sum(w * _tensors(s)["classifier.weight"].double() for w, s in zip([1, 2, 3], srcs)) / 6
     assert torch.allclose(out["classifier.weight"].double(), ref, atol=1e-6)
-    recipe = yaml.safe_load((tmp_path / "soup" / "fusion_recipe.yaml").read_text())
-    assert recipe["merge_method"] == "weighted" and [m["parameters"]["weight"] for m in recipe["models"]] == [1, 2, 3]
-    assert recipe["dtype"] == "float32"
+    recipe = yaml.safe_load((tmp_path / "soup" / "fusion_recipe.yaml").read_text())  # mergekit's linear format
+    assert recipe["merge_method"] == "linear" and [m["parameters"]["weight"] for m in recipe["models"]] == [1, 2, 3]
+    assert [m["model"] for m in recipe["models"]] == [str(s.resolve()) for s in srcs]
+    assert recipe["dtype"] == "float32" and recipe["parameters"] == {"normalize": True}
     card = (tmp_path / "soup" / "README.md").read_text()
     meta = yaml.safe_load(card.split("---")[1])
-    assert meta["base_model"] == [str(s) for s in srcs]
-    assert meta["tags"] == ["hf_tna", "merge", "model-soup"] and meta["library_name"] == "transformers"
-    assert "ratio 0.4, seed 3" in card
+    assert "base_model" not in meta and "base_model_relation" not in meta  # local folders: named in the body only
+    assert all(f"`{s}`" in card for s in srcs)
+    assert meta["tags"] == ["hf_tna", "merge", "model-soup", "tna-pfn"] and meta["library_name"] == "transformers"
+    assert "ratio 0.4, seed 3" in card and f"hf-tna verify {tmp_path / 'soup'}" in card
     assert TNAFileConfig.load(tmp_path / "soup").spec == SPEC
 
 
@@ -148,7 +150,7 @@ def test_mismatched_ingredient_refused_and_no_output(ckpts, tmp_path, bad):
 def test_unanchored_ingredient_warned_by_name(ckpts, tmp_path):
     with pytest.warns(UserWarning, match=r"ingredient 1 \(.*plain\)"):
         report = build_soup([ckpts["bert0"], ckpts["plain"]], tmp_path / "soup", progress=False)
-    assert report["anchors"] is None and not (tmp_path / "soup" / "tna_config.json").exists()
+    assert report.anchors is None and not (tmp_path / "soup" / "tna_config.json").exists()
 
 
 def test_pickle_refused_unless_allowed(ckpts, tmp_path):
@@ -182,9 +184,9 @@ def test_greedy_soup_on_checkpoints(ckpts, tmp_path):
         return -float((sd["classifier.weight"] - target["classifier.weight"]).abs().sum())
 
     report = build_soup(
-        [ckpts[f"bert{i}"] for i in range(3)], tmp_path / "g", method="greedy", score_fn=score, progress=False
+        [ckpts[f"bert{i}"] for i in range(3)], tmp_path / "g", merge_method="greedy", score_fn=score, progress=False
     )
-    assert report["recipe"]["kept"][0] == 1
+    assert report.kept[0] == 1 and report.recipe["kept"] == report.kept
     assert torch.equal(_tensors(tmp_path / "g")["classifier.weight"], target["classifier.weight"])
     assert "greedy" in (tmp_path / "g" / "README.md").read_text()
 
@@ -305,24 +307,24 @@ def test_store_push_and_download_round_trip(ckpts, tmp_path, which, request):
     report = build_soup(
         refs, tmp_path / "soup", store=store, push_to_hub="tna-org/soup", hub_revision="exp", progress=False
     )
-    assert report["hub"]["revision"] == "exp"
+    assert report.hub["revision"] == "exp"
     recipe = yaml.safe_load((tmp_path / "soup" / "fusion_recipe.yaml").read_text())
-    assert [m["revision"] for m in recipe["models"]] == shas
+    assert [m["model"] for m in recipe["models"]] == [f"tna-org/bert{i}@{sha}" for i, sha in enumerate(shas)]
     meta = yaml.safe_load((tmp_path / "soup" / "README.md").read_text().split("---")[1])
     assert meta["base_model"] == ["tna-org/bert0", "tna-org/bert1"]
     folder, sha = store.download("tna-org/soup", "exp")
-    assert sha == report["hub"]["sha"]
+    assert sha == report.hub["sha"]
     pulled, local = _tensors(folder), _tensors(tmp_path / "soup")
     assert pulled.keys() == local.keys() and all(torch.equal(pulled[k], local[k]) for k in local)
     assert verify_anchors(folder)["intact"]
 
 
 def test_chunked_streaming_equals_whole_tensor_fusion(ckpts, tmp_path, monkeypatch):
-    from hf_tna.merge import ops, soup
+    from hf_tna.merge import ops, writer
 
-    monkeypatch.setattr(soup, "CHUNK_ELEMENTS", 37)  # many chunks per tensor, ragged ends
+    monkeypatch.setattr(writer, "CHUNK_ELEMENTS", 37)  # many chunks per tensor, ragged ends
     srcs = [ckpts[f"bert{i}"] for i in range(3)]
-    build_soup(srcs, tmp_path / "w", method="weighted", weights=[1, 2, 3], progress=False)
+    build_soup(srcs, tmp_path / "w", merge_method="weighted", weights=[1, 2, 3], progress=False)
     build_soup([srcs[0]] * 3, tmp_path / "same", progress=False)
     interpolate_checkpoints(srcs[0], srcs[1], 0.3, tmp_path / "i", progress=False)
     sds = [_tensors(s) for s in srcs]

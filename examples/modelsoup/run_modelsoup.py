@@ -206,7 +206,7 @@ def make_soups(folders: list[Path], soup_dir: Path, score_fn) -> dict:
                 progress=False,
                 score_fn=score_fn if method == "greedy" else None,
             )
-            out[method] = {"folder": target, "recipe": report["recipe"]}
+            out[method] = {"folder": target, "recipe": report.recipe}
     return out
 
 

@@ -1,79 +1,105 @@
-"""Recipe (`fusion_recipe.yaml`, mergekit-like) and model card (README.md with YAML metadata) of a soup."""
+"""The model card (README.md) of a soup, rendered through `hf_tna.card`: metadata with the ingredients' Hub ids
+and `base_model_relation: merge`, then the method, the ingredients (revisions and local folders), the recipe,
+the anchors and the scores, written for people."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from huggingface_hub import ModelCard
 
-import yaml
+from .._version import __version__
+from ..card import anchor_section, build_card
+from .config import SoupConfig
+from .recipe import RECIPE_NAME
 
-RECIPE_NAME = "fusion_recipe.yaml"
-MODEL_CARD_NAME = "README.md"
-TAGS = ["hf_tna", "merge", "model-soup"]
-METHOD_TEXT = {
-    "uniform": "uniform soup: the plain average of the ingredients' weights (Wortsman et al., 2022)",
-    "weighted": "weighted soup: the weighted average of the ingredients' weights",
-    "greedy": "greedy soup (Wortsman et al., 2022): ingredients sorted by held-out score, each added only if "
-    "the held-out score of the average strictly improves",
-    "interpolate": "linear interpolation of two models' weights",
-}
+SOUP_TAGS = ("hf_tna", "merge", "model-soup")
 
 
-def write_recipe(folder, recipe: dict) -> Path:
-    """Write the recipe as YAML (keys in insertion order) into `folder`."""
-    path = Path(folder) / RECIPE_NAME
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False, default_flow_style=False))
-    return path
+def _where(ing) -> str:
+    if ing.revision:
+        return f"`{ing.revision}`"
+    return "local folder" if ing.folder is not None else "in memory"
 
 
-def load_recipe(path) -> dict:
-    """Read a soup recipe: ``models`` (list of ``{model, revision?, parameters: {weight}}`` or strings),
-    ``merge_method`` (uniform, weighted, greedy; mergekit's ``linear`` means weighted), ``parameters``
-    (``normalize``), ``dtype``, ``exclude``, ``exclude_from``."""
-    path = Path(path)
-    try:
-        recipe = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path} is not valid YAML: {err}") from None
-    if not isinstance(recipe, dict) or not isinstance(recipe.get("models"), list) or not recipe["models"]:
-        raise ValueError(f"{path}: a recipe needs a non-empty `models` list")
-    return recipe
+def _number(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
-def model_card_text(recipe: dict, anchors: dict | None = None, scores: dict | None = None) -> str:
-    """README.md text: YAML metadata (base_model list, tags, library_name) and a description."""
-    models = recipe.get("models", [])
-    sources = [str(m["model"]).partition("@")[0] if m.get("revision") else str(m["model"])
-               for m in models if not str(m["model"]).startswith("<")]
-    library = "peft" if recipe.get("lora_mode") == "factors" else "transformers"
-    meta = {"base_model": sources, "tags": TAGS, "library_name": library}
-    method = recipe.get("merge_method", "uniform")
-    lines = ["---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "", "# Model soup", ""]
-    lines += [f"Made with hf_tna {recipe.get('hf_tna_version', '')}: "
-              f"{METHOD_TEXT.get(method, method)}.", "", "## Ingredients", "",
-              "| # | model | revision | weight | kept |", "|---|---|---|---|---|"]
-    kept = recipe.get("kept")
-    for i, m in enumerate(models):
-        weight = (m.get("parameters") or {}).get("weight", "")
-        lines.append(f"| {i} | {m['model']} | {m.get('revision') or ''} | {weight} | "
-                     f"{'' if kept is None else ('yes' if i in kept else 'no')} |")
-    params = {k: v for k, v in recipe.items() if k not in ("models", "hf_tna_version")}
-    lines += ["", "## Recipe", "", "```yaml", yaml.safe_dump(params, sort_keys=False).rstrip(), "```", ""]
-    lines += ["## Anchors", ""]
-    if anchors:
-        spec = anchors["anchor_spec"]
-        lines += [f"All ingredients were fine-tuned with training-time neuron alignment (TNA-PFN) from one base "
-                  f"({anchors.get('base_model') or 'unknown'}): ratio {spec['ratio']}, seed {spec['seed']}, "
-                  f"granularity {spec['granularity']}, include {spec['include']}, exclude {spec['exclude']}, "
-                  f"round {spec['round']}. The anchored entries are bitwise those of the base; `tna_config.json` "
-                  f"holds their manifest ({len(anchors.get('manifest', {}))} tensors).", ""]
+def soup_card(ingredients, config: SoupConfig, recipe: str, anchors=None, kept=None, scores=None,
+              verify: str | None = None, base=None) -> ModelCard:
+    """The card of a soup of `ingredients` (`hf_tna.merge.ingredients.Ingredient`) made with `config`; `recipe` is
+    the text of its `fusion_recipe.yaml`, `anchors` its `TNAFileConfig` (None when not anchored), `kept` and
+    `scores` a greedy run's, `verify` the soup's Hub id or folder, `base` the base ingredient (LoRA, or a method's)."""
+    method = config.method
+    factors = config.lora_mode == "factors" and any(ing.adapter_config is not None for ing in ingredients)
+    refs = [ing.source for ing in ingredients if ing.revision]
+    if factors:
+        adapter_base = ingredients[0].adapter_config.get("base_model_name_or_path")
+        bases, relation, library = [adapter_base] if adapter_base else [], "adapter", "peft"
     else:
-        lines += ["Not all ingredients were anchored: no `tna_config.json` for this soup.", ""]
+        bases = refs + ([base.source] if base is not None and base.revision else [])
+        relation, library = "merge", "transformers"
+    tags = [*SOUP_TAGS, *(["tna-pfn"] if anchors is not None else [])]
+    return build_card(_body(ingredients, config, method, recipe, anchors, kept, scores, verify, base),
+                      base_model=bases, base_model_relation=relation, tags=tags, library_name=library)
+
+
+def _body(ingredients, config, method, recipe, anchors, kept, scores, verify, base) -> str:
+    lines = ["# Model soup", "", f"Made with hf_tna {__version__}: {method.description}."]
+    if config.alpha is not None:
+        lines[-1] += f" alpha = {_number(config.alpha)}."
+    if any(ing.adapter_config is not None for ing in ingredients):
+        if config.lora_mode == "factors":
+            lines += ["", "The ingredients are PEFT LoRA adapters whose A and B factors were fused separately: the "
+                      "result is an adapter, not exactly the fusion of the merged models."]
+        elif base is not None:
+            lines += ["", f"The ingredients are PEFT LoRA adapters: their updates B @ A were fused and added to the "
+                      f"base model `{base.source}` ({_where(base)}); the result is a full model."]
+    elif base is not None:
+        lines += ["", f"Base model: `{base.source}` ({_where(base)})."]
+    lines += ["", "## Ingredients", ""]
+    header = ["#", "model", "revision"]
+    if config.weights is not None:
+        header.append("weight")
+    if kept is not None:
+        header.append("kept")
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for i, ing in enumerate(ingredients):
+        row = [str(i), f"`{ing.source}`", _where(ing)]
+        if config.weights is not None:
+            row.append(_number(config.weights[i]))
+        if kept is not None:
+            row.append(f"yes ({kept.index(i) + 1})" if i in kept else "no")
+        lines.append("| " + " | ".join(row) + " |")
+    if config.weights is not None:
+        lines += ["", "Weights are divided by their sum." if config.normalize else
+                  "Weights are not normalised: the soup is the weighted sum."]
+    if config.exclude:
+        what = (f"copied from ingredient {config.exclude_from}" if config.exclude_from is not None else "dropped")
+        patterns = ", ".join(f"`{p}`" for p in config.exclude)
+        lines += ["", f"Tensors matching {patterns} were not fused but {what}."]
+    mergekit = recipe.lstrip().startswith("# mergekit")
+    body = "\n".join(line for line in recipe.splitlines() if not line.startswith("#"))
+    lines += ["", "## Recipe", "", f"`{RECIPE_NAME}` ({'mergekit' if mergekit else 'hf_tna'} format) makes this soup "
+              "again:", "", "```bash", f"hf-tna soup --recipe {RECIPE_NAME} --output soup"]
+    if mergekit:
+        lines.append(f"mergekit-yaml {RECIPE_NAME} soup  # float32 arithmetic: equal up to rounding")
+    lines += ["```", "", "```yaml", body.strip(), "```", ""]
+    if anchors is not None:
+        context = (f"All {len(ingredients)} ingredients were trained with these anchors from the same base; the soup "
+                   "keeps their anchored entries bitwise.")
+        lines.append(anchor_section(anchors.spec, verify, anchors.base_model, anchors.base_revision,
+                                    len(anchors.manifest), context))
+    else:
+        lines += ["## Anchors", "", "Not every ingredient was trained with fixed neuron anchors "
+                  "(a `tna_config.json`), "
+                  "so this soup has none to check.", ""]
     if scores:
-        lines += ["## Scores", "", "```yaml", yaml.safe_dump(scores, sort_keys=False).rstrip(), "```", ""]
+        metric = "accuracy" if config.metric == "accuracy" else "minus the loss"
+        lines += ["## Scores", "", f"Held-out {metric} on `{config.dataset or 'the evaluation set'}` "
+                  f"(split `{config.split}`), higher is better.", "", "| ingredients | score | kept |",
+                  "|---|---|---|"]
+        for row in scores.get("greedy", []):
+            lines.append(f"| {', '.join(map(str, row['indices']))} | {_number(row['score'])} | "
+                         f"{'yes' if row['kept'] else 'no'} |")
+        lines += ["", f"Soup score: {_number(scores['soup_score'])}.", ""]
     return "\n".join(lines)
-
-
-def write_model_card(folder, recipe: dict, anchors: dict | None = None, scores: dict | None = None) -> Path:
-    path = Path(folder) / MODEL_CARD_NAME
-    path.write_text(model_card_text(recipe, anchors, scores))
-    return path

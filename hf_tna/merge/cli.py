@@ -1,225 +1,197 @@
-"""`hf-tna soup`, `hf-tna interpolate`, `hf-tna barrier`: the command line of hf_tna.merge.soup.
+"""`hf-tna soup`, `hf-tna interpolate`, `hf-tna barrier`: the command line of hf_tna.merge.
 
-    hf-tna soup ckpt_a ckpt_b org/c@v2 --output soup/ [--method weighted --weights 1 2 1] [--dtype bfloat16]
-    hf-tna soup --recipe recipe.yaml --output soup/          # mergekit-like YAML recipe
-    hf-tna soup a b c --method greedy --dataset val_dir --split validation --output soup/
+    hf-tna soup ckpt_a ckpt_b org/c@v2 --output soup/ [--merge_method weighted --weights 1 2 1] [--dtype bfloat16]
+    hf-tna soup --recipe fusion_recipe.yaml --output soup/   # hf_tna's or mergekit's recipe (linear), file or Hub id
+    hf-tna soup a b c --merge_method greedy --dataset val_dir --split validation --output soup/
     hf-tna interpolate A B --alpha 0.5 --output mid/
-    hf-tna barrier A B --dataset val_dir --split validation --num-points 11 --plot lmc.png
+    hf-tna barrier A B --dataset val_dir --split validation --num_points 11 --plot lmc.png
+    hf-tna barrier --pair anchored/a anchored/b --pair vanilla/a vanilla/b --dataset val.txt --max-length 128
+
+The soup flags are `SoupConfig`'s fields (`HfArgumentParser`; `--max_shard_size` is also `--max-shard-size`),
+plus the positional ingredients, `--output` and `--recipe`. Flags given on the command line override the recipe's
+settings; `interpolate` is `soup` with the interpolate method.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
+from dataclasses import MISSING, dataclass, field, fields
+
+from ..errors import UsageError
+from .config import EvaluationArguments, SoupConfig
 
 COMMANDS = ("soup", "interpolate", "barrier")
 
 
-def _fusion_args(p, what):
-    """Flags of every command that writes a fused checkpoint (soup, interpolate): output, dtype, checks, store."""
-    p.add_argument("--output", "-o", required=True, help=f"folder to write the {what} into (must not exist)")
-    p.add_argument("--dtype", default=None, help="output dtype (float32, bfloat16, float16); default: the inputs'")
-    p.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard, e.g. 5GB or 500MB")
-    p.add_argument("--require-anchors", action="store_true", help="refuse ingredients without tna_config.json")
-    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip checking anchors against hashes")
-    p.add_argument("--allow-pickle", action="store_true", help="accept pickle (.bin) weights: they can run code")
-    p.add_argument("--trust-remote-code", action="store_true", help="copy and run custom model code")
-    p.add_argument("--store", default=None, help="where Hub repo ids are read from and pushed to (hf_tna.hub)")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+@dataclass
+class BarrierArguments:
+    """Settings of `hf-tna barrier` besides its evaluation set.
+
+    Args:
+        num_points (`int`, defaults to 25): evaluated points on the line from A to B, endpoints included.
+        plot (`str`, defaults to `"lmc_barrier.png"`): PNG to write (empty for none; needs matplotlib).
+        json (`str`, *optional*): also write the JSON report to this file.
+        store (`str`, *optional*): where Hub ids are read from.
+        trust_remote_code (`bool`, defaults to False): run custom model code.
+    """
+
+    num_points: int = field(default=25, metadata={"help": "Evaluated points on the line from A to B (>= 2)."})
+    plot: str = field(default="lmc_barrier.png", metadata={"help": "PNG to write ('' for none; needs matplotlib)."})
+    json: str | None = field(default=None, metadata={"help": "Also write the JSON report to this file."})
+    store: str | None = field(default=None, metadata={"help": "Where Hub ids are read from: hub (HF_ENDPOINT, the "
+                                                               "default), a Hub-compatible URL or a local store."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Run custom model code."})
+
+    def __post_init__(self):
+        if type(self.num_points) is not int or self.num_points < 2:
+            raise ValueError(f"num_points must be an int >= 2 (the two endpoints), got {self.num_points!r}")
 
 
-def _eval_args(p):
-    p.add_argument("--dataset", help="evaluation data: a datasets folder (save_to_disk), a csv/json/parquet file")
-    p.add_argument("--split", default="validation", help="split of --dataset")
-    p.add_argument("--task", default=None, choices=["image-classification", "sequence-classification"])
-    p.add_argument("--max-samples", type=int, default=None, help="evaluate on at most this many samples")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--input-column", default=None, help="raw text or image column (default: text / image)")
-    p.add_argument("--label-column", default="label")
+# --------------------------------------------------------------------------------------------------
+# Parsers
+# --------------------------------------------------------------------------------------------------
+def _dataclass_parser(*dataclass_types):
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser(dataclass_types, add_help=False)
+
+
+def _index_or_none(text: str) -> int | None:
+    if text.lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ingredient index or 'none'") from None
+
+
+def _only_given(parser, *dataclass_types) -> None:
+    """Flags of the dataclasses default to 'not given' (their value then comes from a recipe or the dataclass);
+    the help still shows the dataclass default."""
+    defaults = {f.name: (f.default if f.default is not MISSING else None)
+                for cls in dataclass_types for f in fields(cls)}
+    for action in parser._actions:
+        if action.dest not in defaults:
+            continue
+        if any(s.lstrip("-").replace("-", "_") == f"no_{action.dest}" for s in action.option_strings):
+            action.help = f"Turn --{action.dest.replace('_', '-')} off."
+        elif action.help and "default" not in action.help:
+            default = defaults[action.dest]
+            action.help = f"{action.help} (default: {'none' if default is None else default})"
+        action.default = argparse.SUPPRESS
+        if action.dest == "exclude_from":
+            action.type = _index_or_none
 
 
 def add_parser(subparsers):
     """Adds the soup, interpolate and barrier subcommands (each once); returns the soup parser."""
     if "soup" not in subparsers.choices:
-        p = subparsers.add_parser("soup", help="average checkpoints into a model soup",
-                                  description="Validated, streamed model soup of checkpoints (folders, Hub repo ids "
-                                  "org/name@rev, PEFT LoRA adapters). Prints a JSON report.")
-        p.add_argument("models", nargs="*", help="ingredients: folders or Hub repo ids (org/name[@revision])")
-        p.add_argument("--recipe", default=None, help="YAML recipe: models, merge_method, parameters, dtype")
-        p.add_argument("--method", default=None, choices=["uniform", "weighted", "greedy"])
-        p.add_argument("--weights", type=float, nargs="+", default=None, help="one weight per ingredient")
-        p.add_argument("--no-normalize", dest="normalize", action="store_false", default=None,
-                       help="weighted sum instead of weighted mean")
-        p.add_argument("--exclude", nargs="+", default=None, help="regex patterns of tensors not averaged")
-        p.add_argument("--exclude-from", default=None, help="ingredient index excluded tensors come from, or 'none'")
-        p.add_argument("--base", default=None, help="base model of LoRA adapter ingredients (exact merged soup)")
-        p.add_argument("--lora-mode", default=None, choices=["merged", "factors"])
-        p.add_argument("--metric", default="accuracy", choices=["accuracy", "loss"], help="greedy soup criterion")
-        p.add_argument("--push-to-hub", default=None, metavar="REPO", help="upload the soup to this repo")
-        p.add_argument("--revision", default="main", help="branch to push to")
-        p.add_argument("--private", action="store_true", help="create the repo private")
-        p.add_argument("--commit-message", default=None)
-        _fusion_args(p, "soup")
-        _eval_args(p)
+        p = subparsers.add_parser(
+            "soup", help="fuse checkpoints into a model soup", parents=[_dataclass_parser(SoupConfig)],
+            description="Validated, streamed model soup of checkpoints (folders, Hub repo ids org/name@rev, PEFT LoRA "
+            "adapters), written with its recipe and model card. Prints a JSON report.")
+        p.add_argument("models", nargs="*", metavar="MODEL", help="ingredients: folders or Hub repo ids "
+                       "(org/name[@revision]); default: the recipe's")
+        p.add_argument("--output", "-o", required=True, help="folder to write the soup into (must not exist)")
+        p.add_argument("--recipe", default=None, help="recipe: a YAML file (hf_tna's or mergekit's linear format) "
+                       "or a Hub repo org/name[@revision] holding fusion_recipe.yaml; flags override its settings")
+        _only_given(p, SoupConfig)
         p.set_defaults(func=run_soup)
     if "interpolate" not in subparsers.choices:
-        p = subparsers.add_parser("interpolate", help="interpolate two checkpoints: (1 - alpha) A + alpha B",
-                                  description="Write (1 - alpha) A + alpha B (torch.lerp; exact endpoints).")
-        p.add_argument("a")
-        p.add_argument("b")
-        p.add_argument("--alpha", type=float, required=True, help="0 gives A, 1 gives B")
-        _fusion_args(p, "interpolated model")
+        p = subparsers.add_parser(
+            "interpolate", help="interpolate two checkpoints: (1 - alpha) A + alpha B",
+            parents=[_dataclass_parser(SoupConfig)],
+            description="Write (1 - alpha) A + alpha B (torch.lerp in float64; exact endpoints): hf-tna soup with "
+            "the interpolate method.")
+        p.add_argument("a", help="first checkpoint (alpha 0): folder or Hub repo id")
+        p.add_argument("b", help="second checkpoint (alpha 1): folder or Hub repo id")
+        p.add_argument("--output", "-o", required=True, help="folder to write the interpolated model into")
+        _only_given(p, SoupConfig)
         p.set_defaults(func=run_interpolate)
     if "barrier" not in subparsers.choices:
-        p = subparsers.add_parser("barrier", help="loss/accuracy barrier along the line between two checkpoints",
-                                  description="Evaluate (1 - alpha) A + alpha B on a split; print the curve and the "
-                                  "loss and accuracy barriers as JSON and plot them (PNG).")
-        p.add_argument("a")
-        p.add_argument("b")
-        p.add_argument("--num-points", type=int, default=25)
-        p.add_argument("--plot", default="lmc_barrier.png", help="PNG to write ('' for none)")
-        p.add_argument("--json", default=None, help="also write the JSON report here")
-        p.add_argument("--store", default=None, help="where Hub repo ids are read from")
-        p.add_argument("--trust-remote-code", action="store_true")
-        _eval_args(p)
+        p = subparsers.add_parser(
+            "barrier", help="loss/accuracy barrier along the line between two checkpoints",
+            parents=[_dataclass_parser(EvaluationArguments, BarrierArguments)],
+            description="Evaluate (1 - alpha) A + alpha B of each pair on a split (classifiers, or causal LMs: "
+            "token-weighted loss and perplexity); print the curves and the absolute and relative loss and accuracy "
+            "barriers as JSON and plot every pair in one figure (PNG, needs matplotlib).")
+        p.add_argument("models", nargs="*", metavar="MODEL", help="two checkpoints A B (folders or Hub repo ids): "
+                       "one pair; more with --pair")
+        p.add_argument("--pair", nargs=2, action="append", dest="pairs", metavar=("A", "B"), default=[],
+                       help="a pair of checkpoints to measure (repeatable; all in one figure)")
+        _only_given(p, EvaluationArguments, BarrierArguments)
         p.set_defaults(func=run_barrier)
     return subparsers.choices["soup"]
 
 
-def _recipe_args(args) -> dict:
-    from .card import load_recipe
-
-    recipe = load_recipe(args.recipe) if args.recipe else {}
-    models, weights = [], []
-    for m in recipe.get("models", []):
-        if isinstance(m, str):
-            models.append(m)
-            continue
-        ref = m["model"] + (f"@{m['revision']}" if m.get("revision") else "")
-        models.append(ref)
-        weights.append((m.get("parameters") or {}).get("weight"))
-    method = recipe.get("merge_method")
-    if method == "linear":
-        method = "weighted" if any(w is not None for w in weights) else "uniform"
-    params = recipe.get("parameters") or {}
-    out = {"models": args.models or models, "method": args.method or method,
-           "weights": args.weights or (weights if any(w is not None for w in weights) else None),
-           "normalize": args.normalize if args.normalize is not None else params.get("normalize", True),
-           "dtype": args.dtype or recipe.get("dtype"), "exclude": args.exclude or recipe.get("exclude") or None,
-           "exclude_from": recipe.get("exclude_from", 0), "base": args.base or recipe.get("base"),
-           "lora_mode": args.lora_mode or recipe.get("lora_mode") or "merged"}
-    if args.exclude_from is not None:
-        out["exclude_from"] = None if args.exclude_from.lower() == "none" else int(args.exclude_from)
-    if out["method"] is None:
-        out["method"] = "weighted" if out["weights"] else "uniform"
-    if not out["models"]:
-        raise SystemExit("hf-tna soup: give ingredients (positional) or a --recipe with `models`")
-    return out
+def _given(args, cls) -> dict:
+    return {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
 
 
-def _evaluator(args, model_path):
-    from .evaluation import build_evaluator
-
-    if not args.dataset:
-        raise SystemExit(f"hf-tna {args.command}: --dataset is needed to evaluate")
-    return build_evaluator(model_path, args.dataset, split=args.split, task=args.task,
-                           trust_remote_code=args.trust_remote_code, batch_size=args.batch_size,
-                           max_samples=args.max_samples, input_column=args.input_column,
-                           label_column=args.label_column)
-
-
-def _local_folder(ref, store):
-    from ..hub import resolve_folder
-
-    return resolve_folder(ref, store)[0]
+def _build(cls, values: dict, from_flags: bool = True):
+    """The dataclass from parsed values (and a recipe's). A flag value it refuses is bad usage (exit status 2,
+    as argparse's own errors and the coldfuse command's); a value from a recipe file is refused input (exit 1)."""
+    try:
+        return cls(**values)
+    except UsageError:
+        raise
+    except (TypeError, ValueError) as err:
+        if from_flags:
+            raise UsageError(str(err)) from err
+        raise
 
 
+# --------------------------------------------------------------------------------------------------
+# Commands
+# --------------------------------------------------------------------------------------------------
 def run_soup(args) -> int:
+    from .recipe import load_recipe
     from .soup import build_soup
 
-    r = _recipe_args(args)
-    score_fn = None
-    if r["method"] == "greedy":
-        from .evaluation import build_score_fn
-
-        score_fn = build_score_fn(_evaluator(args, _local_folder(r["models"][0], args.store)), args.metric)
-    report = build_soup(r["models"], args.output, method=r["method"], weights=r["weights"], normalize=r["normalize"],
-                        score_fn=score_fn, exclude=r["exclude"], exclude_from=r["exclude_from"], dtype=r["dtype"],
-                        max_shard_size=args.max_shard_size, require_anchors=args.require_anchors,
-                        verify=args.verify, allow_pickle=args.allow_pickle, trust_remote_code=args.trust_remote_code,
-                        store=args.store, progress=args.progress, push_to_hub=args.push_to_hub,
-                        hub_revision=args.revision, private=args.private, commit_message=args.commit_message,
-                        base=r["base"], lora_mode=r["lora_mode"])
-    report.pop("anchors", None)
-    print(json.dumps(report, default=str))
+    values = _given(args, SoupConfig)
+    models = list(args.models)
+    if args.recipe:
+        recipe_models, settings = load_recipe(args.recipe, values.get("store"))
+        models = models or recipe_models
+        values = {**settings, **values}
+    if not models:
+        raise UsageError("give the ingredients (positional MODEL ...) or a --recipe with `models`")
+    result = build_soup(models, args.output, _build(SoupConfig, values, from_flags=not args.recipe))
+    print(json.dumps(result.to_dict(), default=str))
     return 0
 
 
 def run_interpolate(args) -> int:
-    from .soup import interpolate_checkpoints
+    from .soup import build_soup
 
-    report = interpolate_checkpoints(args.a, args.b, args.alpha, args.output, store=args.store,
-                                     allow_pickle=args.allow_pickle, dtype=args.dtype,
-                                     max_shard_size=args.max_shard_size, require_anchors=args.require_anchors,
-                                     verify=args.verify, trust_remote_code=args.trust_remote_code,
-                                     progress=args.progress)
-    report.pop("anchors", None)
-    print(json.dumps(report, default=str))
+    values = {"merge_method": "interpolate", **_given(args, SoupConfig)}
+    result = build_soup([args.a, args.b], args.output, _build(SoupConfig, values))
+    print(json.dumps(result.to_dict(), default=str))
     return 0
 
 
 def run_barrier(args) -> int:
-    import warnings
+    from .barrier import measure_barriers, plot_barriers, require_matplotlib, write_report
 
-    from .ingredients import IngredientTensors, load_ingredient, validate_soup_ingredients
-    from .ops import lmc_barrier, lmc_curve
-
-    a, b = (load_ingredient(ref, i, args.store) for i, ref in enumerate((args.a, args.b)))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        validate_soup_ingredients([a, b])
-    evaluator = _evaluator(args, a.folder)
-    curve = lmc_curve(IngredientTensors(a), IngredientTensors(b), evaluator, args.num_points)
-    report = {"a": args.a, "b": args.b, "revisions": [a.revision, b.revision], "split": args.split,
-              **lmc_barrier(curve), "curve": curve, "warnings": [str(w.message) for w in caught]}
-    if args.plot:
-        plot_curve(curve, report, args.plot)
-        report["plot"] = args.plot
-    text = json.dumps(report, indent=2)
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
-    print(text)
+    evaluation = _build(EvaluationArguments, _given(args, EvaluationArguments))
+    opts = _build(BarrierArguments, _given(args, BarrierArguments))
+    if args.models and len(args.models) != 2:
+        raise UsageError(f"give two checkpoints A B (got {len(args.models)}), or pairs with --pair A B")
+    pairs = ([tuple(args.models)] if args.models else []) + [tuple(p) for p in args.pairs]
+    if not pairs:
+        raise UsageError("give two checkpoints A B, or one or more --pair A B")
+    if evaluation.dataset is None:
+        raise UsageError("--dataset is needed: the split the barrier is measured on")
+    if opts.plot:
+        require_matplotlib()
+    report = measure_barriers(pairs, evaluation, opts.num_points, opts.store, opts.trust_remote_code)
+    if len(pairs) == 1:  # one pair: its fields also at the top level, as before --pair
+        report = {**{k: v for k, v in report["pairs"][0].items() if k != "label"}, **report}
+    if opts.plot:
+        plot_barriers(report, opts.plot)
+        report["plot"] = opts.plot
+    if opts.json:
+        write_report(report, opts.json)
+    print(json.dumps(report, indent=2))
     return 0
-
-
-def plot_curve(curve: dict, report: dict, path) -> None:
-    """Loss and accuracy along the interpolation line, with the endpoints' chord, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    alphas = curve["alphas"]
-    has_acc = all(a is not None for a in curve["accuracies"])
-    fig, axes = plt.subplots(1, 2 if has_acc else 1, figsize=(10 if has_acc else 5, 3.6), squeeze=False)
-    rows = [("losses", "loss", report["loss_barrier"])]
-    if has_acc:
-        rows.append(("accuracies", "accuracy", report["accuracy_barrier"]))
-    for ax, (key, label, barrier) in zip(axes[0], rows):
-        values = curve[key]
-        ax.plot(alphas, values, marker="o", label=label)
-        ax.plot([0, 1], [values[0], values[-1]], linestyle="--", color="gray", label="endpoints")
-        ax.set_xlabel("alpha (0 = A, 1 = B)")
-        ax.set_ylabel(label)
-        ax.set_title(f"{label} barrier {barrier:.4g}")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from ..cli import main
-
-    sys.exit(main())

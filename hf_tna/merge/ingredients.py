@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import option
 from ..hub import resolve_folder
 from ..io import PICKLE_WEIGHTS_NAMES, StreamingCheckpointReader, safetensors_dtype
 from ..manifest import CONFIG_NAME, TNAFileConfig
@@ -152,6 +153,10 @@ def load_ingredient(source, index: int = 0, store=None, allow_pickle: bool = Fal
         raise FileNotFoundError(f"ingredient {index}: {err}") from None
     except ValueError as err:
         raise ValueError(f"ingredient {index}: {err}") from None
+    except Exception as err:  # the store's transport (an unreachable Hub): one sentence, not the client's traceback
+        raise OSError(f"ingredient {index}: {text} is not a local folder and could not be fetched as a Hub repo id "
+                      f"({type(err).__name__}: {' '.join(str(err).split())}); check the path, or the network and "
+                      "HF_ENDPOINT") from err
     name = f"ingredient {index} ({text})"
     ing = Ingredient(name=name, source=text, revision=revision, folder=folder)
     ing.config = _read_json(folder / CONFIG_JSON)
@@ -169,7 +174,7 @@ def load_ingredient(source, index: int = 0, store=None, allow_pickle: bool = Fal
         if not allow_pickle:
             raise ValueError(
                 f"{name}: {folder} holds only pickle weights ({pickles[0]}); pickle files can run code when loaded. "
-                "Pass allow_pickle=True (--allow-pickle) if you trust it, or re-save it as safetensors."
+                f"Pass {option('allow_pickle', True)} if you trust it, or re-save it as safetensors."
             ) from None
         ing.tensors = torch.load(folder / pickles[0], map_location="cpu", weights_only=True)
         ing.specs = {k: (tuple(t.shape), safetensors_dtype(t.dtype)) for k, t in ing.tensors.items()}
@@ -224,8 +229,9 @@ def validate_soup_ingredients(
     anchored = [ing for ing in ingredients if ing.tna is not None]
     plain = [ing.name for ing in ingredients if ing.tna is None]
     if plain and require_anchors:
-        raise ValueError(f"{plain[0]} has no {CONFIG_NAME} (not trained with anchors); require_anchors=True "
-                         "refuses un-anchored ingredients. Fine-tune it with TNATrainer or drop require_anchors.")
+        raise ValueError(f"{plain[0]} has no {CONFIG_NAME} (not trained with anchors); "
+                         f"{option('require_anchors', True)} refuses un-anchored ingredients. Fine-tune it with "
+                         f"TNATrainer or drop {option('require_anchors', True)}.")
     if plain:
         warnings.warn(f"un-anchored ingredient(s) (no {CONFIG_NAME}): {', '.join(plain)}; the soup is not anchored "
                       "and may fuse poorly", stacklevel=3)

@@ -4,11 +4,12 @@ Two modes, because averaging LoRA factors is not averaging models:
 
 - ``lora_mode="merged"`` (default, exact): each adapter's update of a layer is ``delta W_i = s_i B_i A_i``
   (``s = lora_alpha / r``, or ``lora_alpha / sqrt(r)`` with rsLoRA; transposed for ``fan_in_fan_out``).
-  The soup is the full model ``W + sum_i w_i delta W_i / sum_i w_i`` written with the *base* checkpoint's
-  tensors and key set (needs `base`); `modules_to_save` tensors (e.g. a classifier head) are averaged
-  and written under their base names; every other tensor is the base's. This is exactly the average of
-  the merged models (up to float rounding; computed in float64).
-- ``lora_mode="factors"`` (not exact, warns): ``A`` and ``B`` are averaged separately and written as an
+  The soup is the full model ``W + merge(delta W_1, ..., delta W_n)`` written with the *base* checkpoint's
+  tensors and key set (needs `base`), where ``merge`` is the soup's per-tensor merge method (for uniform and
+  weighted soups, ``sum_i w_i delta W_i / sum_i w_i``); `modules_to_save` tensors (e.g. a classifier head) are
+  merged likewise and written under their base names; every other tensor is the base's. For averages this is
+  exactly the average of the merged models (up to float rounding; computed in float64).
+- ``lora_mode="factors"`` (not exact, warns): ``A`` and ``B`` are merged separately and written as an
   adapter folder with the ingredients' key set. ``mean(B) mean(A) != mean(B A)``, so the result is not
   the average of the merged models; use it only when adapters must stay adapters.
 
@@ -23,9 +24,6 @@ import warnings
 
 import torch
 
-from .ops import average_tensors
-
-LORA_MODES = ("merged", "factors")
 PREFIX = "base_model.model."
 _LORA_KEY = re.compile(r"^base_model\.model\.(.+)\.lora_([AB])\.weight$")
 _SAME_FIELDS = ("peft_type", "r", "lora_alpha", "use_rslora", "fan_in_fan_out", "target_modules", "modules_to_save")
@@ -91,28 +89,25 @@ def lora_delta(a: torch.Tensor, b: torch.Tensor, scale: float, fan_in_fan_out: b
     return delta.T if fan_in_fan_out else delta
 
 
-def merged_fuse(adapters, base, weights=None):
-    """``fuse(key)`` for `write_fused`: base + weighted mean of the adapters' merged updates."""
+def merged_fuse(adapters, base, merge):
+    """``fuse(key)`` for the soup writer: the base weight plus ``merge`` (a per-tensor merge method applied to an
+    iterable of tensors, e.g. the weighted mean) of the adapters' updates ``delta W_i``; `modules_to_save` tensors
+    are merged as they are; every other tensor is the base's."""
     layers, saved = lora_layers(adapters[0].specs, base.specs)
     cfg = adapters[0].adapter_config
     scale, fifo = lora_scale(cfg), bool(cfg.get("fan_in_fan_out"))
-    w = [1.0] * len(adapters) if weights is None else [float(x) for x in weights]
-    total = sum(w)
 
     def fuse(key):
         if key in layers:
             a_key, b_key = layers[key]
-            delta = None
-            for wi, ing in zip(w, adapters):
-                d = lora_delta(ing.get(a_key), ing.get(b_key), scale, fifo).mul_(wi)
-                delta = d if delta is None else delta.add_(d)
+            delta = merge(lora_delta(ing.get(a_key), ing.get(b_key), scale, fifo) for ing in adapters)
             weight = base.get(key)
             if delta.shape != weight.shape:
                 raise ValueError(f"LoRA update of {key!r} has shape {tuple(delta.shape)}, the base weight "
                                  f"{tuple(weight.shape)}: check fan_in_fan_out and the base model")
-            return (weight.double() + delta / total).to(weight.dtype)
+            return (weight.double() + delta.double()).to(weight.dtype)
         if key in saved:
-            return average_tensors((ing.get(saved[key]) for ing in adapters), weights)
+            return merge(ing.get(saved[key]) for ing in adapters)
         return base.get(key)
 
     return fuse

@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
+from ..errors import option
+
 StateDict = Mapping[str, torch.Tensor]
 
 
@@ -255,8 +257,9 @@ def check_same_keys(state_dicts: Sequence[Mapping], names: Sequence[str] | None 
             missing, extra = sorted(ref - keys), sorted(keys - ref)
             what = f"lacks tensor {missing[0]!r}" if missing else f"has extra tensor {extra[0]!r}"
             raise ValueError(
-                f"{name} {what} ({len(missing)} missing, {len(extra)} extra vs {names[0]}); ingredients must "
-                "have exactly the same tensors (same architecture and head); exclude differing heads with `exclude`"
+                f"{name} {what} ({len(missing)} missing, {len(extra)} extra vs {names[0]}); ingredients must have "
+                f"exactly the same tensors (same architecture and head); exclude differing heads with "
+                f"{option('exclude')}"
             )
 
 
@@ -281,7 +284,7 @@ def check_tensor_specs(
             if check_dtypes and str(dtype) != str(dtype0):
                 raise ValueError(
                     f"{name}: tensor {key!r} has dtype {dtype}, {names[0]} has {dtype0}; "
-                    "save all ingredients in one dtype (or pass a `dtype` to cast them)"
+                    f"save all ingredients in one dtype (or pass {option('dtype')} to cast them)"
                 )
 
 

@@ -1,408 +1,296 @@
 """Model soups of real checkpoints: validated, streamed, written atomically with their recipe and card.
 
-Ingredients are checkpoint folders, Hub repo ids (``org/name`` or ``org/name@revision``, through
-`hf_tna.hub`), in-memory models or state dicts. Uniform/weighted soups and interpolations stream
-every tensor in chunks (`CHUNK_ELEMENTS`) read with plain file reads into reused buffers and written
-straight into planned shards, so memory holds a few chunks whatever the number and size of the
-ingredients; greedy soups and LoRA merges work tensor by tensor.
+    result = build_soup(["ckpt_a", "org/b@v2"], "soup/", merge_method="weighted", weights=[1, 2])
+    result = build_soup(folders, "soup/", SoupConfig(merge_method="greedy", dataset="val_dir"))
 
-Everything that can be checked from headers and configs (architecture, key sets, shapes, dtypes, anchor
-spec, anchors intact) is checked before any output is made; values (NaN/inf) are checked as each tensor
-is read. The soup is written into a temporary folder beside the target and renamed at the end: a failed
-run leaves no output folder. PEFT LoRA adapters: see `hf_tna.merge.lora`.
+Ingredients are checkpoint folders, Hub repo ids (``org/name`` or ``org/name@revision``, through `hf_tna.hub`),
+in-memory models or state dicts. The merge method comes from the registry (`hf_tna.merge.methods`): element-wise
+methods (uniform, weighted, interpolate) stream every tensor in chunks read with plain file reads into reused
+buffers and written straight into planned shards, so memory holds a few chunks whatever the number and size of
+the ingredients; other methods work tensor by tensor, whole-model methods (greedy) on lazy state dicts.
+
+Everything that can be checked from the settings, headers and configs (method parameters, architecture, key sets,
+shapes, dtypes, anchor spec, anchors intact) is checked before any output is made; values (NaN/inf) are checked as
+each tensor is read, and every written tensor is checked finite. The soup is written into a temporary folder beside
+the target and renamed at the end: a failed run leaves no output folder. Beside the weights: `fusion_recipe.yaml`
+(`hf_tna.merge.recipe`), `tna_config.json` when all ingredients share one anchor spec, and a model card. PEFT LoRA
+adapters: see `hf_tna.merge.lora`.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import json
-import math
-import shutil
-import warnings
+import dataclasses
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
+import yaml
 
-from .._version import __version__
-from ..io import (
-    ADAPTER_SAFE_WEIGHTS_NAME,
-    SAFE_WEIGHTS_NAME,
-    SAFETENSORS_DTYPES,
-    ShardedSafetensorsWriter,
-    locked_scratch,
-    safetensors_dtype,
-)
-from ..manifest import TNAFileConfig, layout_from_manifest, manifest_entry
-from .ingredients import (
-    Ingredient,
-    IngredientTensors,
-    load_ingredient,
-    validate_soup_ingredients,
-)
-from .ops import (
-    average_tensors,
-    check_output_finite,
-    check_weights,
-    interpolate_tensors,
-    is_excluded,
+from ..card import write_card
+from ..errors import option
+from ..io import ADAPTER_SAFE_WEIGHTS_NAME
+from ..manifest import TNAFileConfig
+from .card import soup_card
+from .config import EVALUATION_FIELDS, SoupConfig, torch_dtype
+from .config import torch_dtype as _torch_dtype  # noqa: F401  (floating output dtypes only)
+from .ingredients import Ingredient, IngredientTensors, load_ingredient, validate_soup_ingredients
+from .methods import MergeMethod
+from .ops import check_tensor_specs, check_weights
+from .recipe import RECIPE_NAME, recipe_text
+from .writer import (  # noqa: F401  (re-exported: the writer's pieces are used by ColD fusion and tests)
+    CHUNK_ELEMENTS,
+    COPIED_FILES,
+    FusionPlan,
+    check_output_dir,
+    chunk_fuser,
+    copy_side_files,
+    scratch_for,
+    write_fused,
 )
 
-# files copied from the first ingredient (globs); weights, training state and custom code are not
-COPIED_FILES = (
-    "config.json", "generation_config.json", "preprocessor_config.json", "processor_config.json",
-    "image_processor_config.json", "feature_extractor_config.json", "video_preprocessor_config.json",
-    "tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "*.model",
-    "*.tiktoken", "chat_template.*", "adapter_config.json",
-)
-METHODS = ("uniform", "weighted", "greedy")
-CHUNK_ELEMENTS = 1 << 18  # 1 MB of float32 per buffer: the working set stays in cache
 
+@dataclass
+class SoupResult:
+    """What `build_soup` made.
 
-# --------------------------------------------------------------------------------------------------
-# Writing
-# --------------------------------------------------------------------------------------------------
-def copy_side_files(src: Path | None, dst: Path, trust_remote_code: bool = False) -> list[str]:
-    """Copy config, tokenizer and processor files (and custom `*.py` code only if trusted)."""
-    if src is None:
-        return []
-    copied = []
-    for path in sorted(src.iterdir()):
-        if not path.is_file():
-            continue
-        wanted = any(fnmatch.fnmatch(path.name, g) for g in COPIED_FILES)
-        if path.suffix == ".py":
-            wanted = trust_remote_code
-        if wanted and not path.name.endswith((".safetensors", ".bin", ".index.json")):
-            shutil.copy2(path, dst / path.name)
-            copied.append(path.name)
-    return copied
-
-
-def output_specs(ingredients, dtype, exclude, exclude_from):
-    """name -> (shape, dtype) of the output, in the first ingredient's file order."""
-    out = {}
-    for key in ingredients[0].order():
-        if exclude and is_excluded(key, exclude) and exclude_from is None:
-            continue
-        shape, st_dtype = ingredients[0].specs[key]
-        floating = st_dtype.startswith(("F", "BF"))
-        out[key] = (shape, safetensors_dtype(dtype) if dtype is not None and floating else st_dtype)
-    return out
-
-
-FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
-
-
-def _torch_dtype(dtype):
-    """The output dtype: None (the inputs') or a floating type; integer and bool outputs are refused."""
-    if dtype is None:
-        return None
-    value = dtype if isinstance(dtype, torch.dtype) else getattr(torch, str(dtype).replace("torch.", ""), None)
-    if value not in FLOAT_DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not a floating type a soup can be written in; use float32, bfloat16, "
-                         "float16 or float64")
-    return value
-
-
-def check_output_dir(output_dir) -> Path:
-    """The output folder: it must not exist, or be empty."""
-    output_dir = Path(output_dir)
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
-        raise FileExistsError(f"output folder {output_dir} exists and is not empty; choose another or remove it")
-    return output_dir
-
-
-def scratch_for(output_dir: Path):
-    """The hidden temporary folder beside `output_dir` that a result is written into, then renamed; removed on
-    any failure, and by the next run if this process is killed (`hf_tna.io.locked_scratch`)."""
-    return locked_scratch(output_dir.parent, f".{output_dir.name}.tmp-")
-
-
-def finish_output(tmp: Path, output_dir: Path) -> None:
-    if output_dir.exists():
-        output_dir.rmdir()  # empty, checked in check_output_dir
-    tmp.rename(output_dir)
-
-
-def write_fused(
-    ingredients: Sequence[Ingredient],
-    output_dir,
-    fuse,
-    recipe: dict,
-    dtype=None,
-    exclude=None,
-    exclude_from: int | None = 0,
-    max_shard_size="5GB",
-    require_anchors: bool = False,
-    verify: bool = True,
-    trust_remote_code: bool = False,
-    progress: bool = True,
-    scores: dict | None = None,
-    template: Ingredient | None = None,
-    weights_name: str = SAFE_WEIGHTS_NAME,
-    quiet: bool = False,
-    chunk_fuse=None,
-) -> dict:
-    """Validate, then write ``fuse(key) -> tensor`` for every key into `output_dir` with recipe and card.
-
-    `fuse` gets a tensor name and returns the fused tensor (before the optional `dtype` cast). Element-wise
-    methods also give ``chunk_fuse(key, start, stop)`` -> the fused elements [start, stop) of the flattened
-    tensor: tensors are then streamed in chunks of `CHUNK_ELEMENTS` through reused buffers. The output
-    has the tensors and side files of `template` (default: the first ingredient; the base for merged LoRA
-    soups, which get no `tna_config.json`). Returns a report: output folder, files, anchors (the soup's
-    `TNAFileConfig` dict or None), recipe.
+    Attributes:
+        output_dir: the soup's folder. files: the files in it.
+        models: the ingredients as the recipe names them (folders absolute, Hub ids pinned to their commit).
+        config: the settings it was made with (`kept` filled in by a greedy run).
+        recipe: the content of its `fusion_recipe.yaml`.
+        anchors: its `tna_config.json` content, None when not every ingredient was anchored.
+        kept, scores: a greedy run's kept ingredients (in the order they were added) and held-out scores.
+        hub: ``{"repo_id", "revision", "sha"}`` of the upload, when pushed.
     """
-    from tqdm.auto import tqdm
 
-    from .card import write_model_card, write_recipe
+    output_dir: Path
+    files: list[str]
+    models: list[str]
+    config: SoupConfig
+    recipe: dict
+    anchors: dict | None = None
+    kept: list[int] | None = None
+    scores: dict | None = None
+    hub: dict | None = field(default=None)
 
-    dtype = _torch_dtype(dtype)
-    with warnings.catch_warnings():
-        if quiet:  # already validated (and warned) before an evaluation
-            warnings.simplefilter("ignore")
-        anchors = validate_soup_ingredients(ingredients, require_anchors, verify, dtype)
-    if template is not None:
-        anchors = None
-    template = template or ingredients[0]
-    specs = output_specs([template], dtype, exclude, exclude_from)
-    output_dir = check_output_dir(output_dir)
-    threads = torch.get_num_threads()
+    def to_dict(self) -> dict:
+        """JSON-able summary (what `hf-tna soup` prints)."""
+        return {"output_dir": str(self.output_dir), "files": self.files, "models": self.models,
+                "merge_method": self.config.method.name, "recipe": self.recipe, "anchored": self.anchors is not None,
+                "kept": self.kept, "scores": self.scores, "hub": self.hub}
+
+
+def build_soup(ingredients: Sequence, output_dir, config: SoupConfig | None = None, *, score_fn=None,
+               **overrides) -> SoupResult:
+    """Fuse `ingredients` into a soup folder `output_dir` with `config` (a `SoupConfig`; keyword `overrides` replace
+    its fields, e.g. ``merge_method="weighted", weights=[1, 2]``) and return a `SoupResult`.
+
+    `ingredients`: folders, Hub repo ids (``org/name@rev``, read through `config.store`), models or state dicts.
+    `score_fn(state_dict) -> float`: held-out score for methods that evaluate (greedy; higher is better), instead of
+    `config.dataset`. The folder gets sharded safetensors, the first ingredient's config and tokenizer files,
+    `fusion_recipe.yaml`, `tna_config.json` (when all ingredients share one anchor spec) and a model card; with
+    `config.push_to_hub` it is then uploaded.
+    """
+    config = config if config is not None else SoupConfig()
+    if not isinstance(config, SoupConfig):
+        raise TypeError(f"config must be a SoupConfig, got {type(config).__name__}")
+    if overrides:
+        config = config.replace(**overrides)
+    method = config.method
+    weights = _check_counts(method, config, len(ingredients))
+    if score_fn is not None and ("score_fn" not in method.settings or config.kept is not None):
+        raise ValueError(f"score_fn is only used by merge methods that evaluate (greedy without kept), not by "
+                         f"{method.name!r}" + (" with kept" if config.kept is not None else ""))
+    check_output_dir(output_dir)
+    loaded: list[Ingredient] = []
+    base = None
     try:
-        with scratch_for(output_dir) as tmp:  # removed on failure; renamed into place at the end
-            manifest = dict(anchors.manifest) if anchors is not None else {}
-            recompute = anchors is not None and dtype is not None
-            torch.set_num_threads(1)  # streamed element-wise work is memory-bound; one thread avoids OpenMP waits
-            pending = None  # the previous chunk's write runs in a thread while the next chunk is computed
-            with ShardedSafetensorsWriter(tmp, specs, max_shard_size, weights_name) as writer, \
-                    ThreadPoolExecutor(max_workers=1) as pool:
-                for key in tqdm(list(specs), desc="soup", unit="tensor", disable=not progress):
-                    excluded = bool(exclude) and is_excluded(key, exclude)
-                    if chunk_fuse is not None and not excluded and not (recompute and key in manifest):
-                        numel = math.prod(specs[key][0])
-                        for start in range(0, numel, CHUNK_ELEMENTS):
-                            values = chunk_fuse(key, start, min(numel, start + CHUNK_ELEMENTS))
-                            values = values.to(dtype) if dtype is not None else values
-                            check_output_finite(values, key)
-                            pending = _write_async(pool, pending, writer.write_range, key, values, start)
-                        continue
-                    if excluded:
-                        tensor = ingredients[exclude_from].get(key)
-                    else:
-                        tensor = fuse(key)
-                    if dtype is not None and tensor.is_floating_point():
-                        tensor = tensor.to(dtype)
-                    check_output_finite(tensor, key)
-                    if recompute and key in manifest:
-                        layout = layout_from_manifest(key, manifest[key])
-                        manifest[key] = manifest_entry(tensor, layout, anchors.spec)
-                    pending = _write_async(pool, pending, writer.write, key, tensor)
-                if pending is not None:
-                    pending.result()
-            torch.set_num_threads(threads)
-            copy_side_files(template.folder, tmp, trust_remote_code)
-            if weights_name == ADAPTER_SAFE_WEIGHTS_NAME and not (tmp / "adapter_config.json").exists():
-                (tmp / "adapter_config.json").write_text(json.dumps(template.adapter_config, indent=2, sort_keys=True))
-            soup_tna = None
-            if anchors is not None:
-                soup_tna = TNAFileConfig(anchors.spec, manifest, anchors.base_model, anchors.base_revision)
-                soup_tna.save(tmp)
-            recipe = {**recipe, "dtype": str(dtype or _torch_dtype_of([template])).replace("torch.", ""),
-                      "hf_tna_version": __version__}
-            write_recipe(tmp, recipe)
-            write_model_card(tmp, recipe, soup_tna.to_dict() if soup_tna else None, scores)
-            finish_output(tmp, output_dir)
-    finally:
-        torch.set_num_threads(threads)
-        for ing in [*ingredients, template]:
+        for i, src in enumerate(ingredients):
+            loaded.append(load_ingredient(src, i, config.store, config.allow_pickle))
+        base = _load_base(loaded, method, config)
+        settings = {"weights": weights, "normalize": config.normalize, "alpha": config.alpha}
+        details: dict = {}
+        if any(ing.adapter_config is not None for ing in loaded):
+            plan = _lora_plan(loaded, base, method, config, settings)
+        elif method.whole_model:
+            plan, details = _whole_model_plan(loaded, method, config, settings, score_fn)
+        else:
+            plan = _tensor_plan(loaded, base, method, settings)
+    except BaseException:
+        for ing in [*loaded, *([base] if base is not None else [])]:
             ing.close()
-    return {"output_dir": str(output_dir), "files": sorted(p.name for p in output_dir.iterdir()),
-            "anchors": soup_tna.to_dict() if soup_tna else None, "recipe": recipe}
+        raise
+    kept = details.get("kept")
+    models = [reference(ing) for ing in loaded]
+    recorded = _recorded(config, kept, base)
+    verify_target = _verify_target(config, output_dir)
+    written = {}
+
+    def artefacts(folder: Path, anchors: TNAFileConfig | None, dtype: str) -> None:
+        written["recipe"] = recipe_text(models, recorded, dtype)
+        (folder / RECIPE_NAME).write_text(written["recipe"])
+        card = soup_card(loaded, config, written["recipe"], anchors, kept, details.get("scores"), verify_target, base)
+        write_card(folder, card)
+
+    folder, anchors, _ = write_fused(loaded, output_dir, plan, config, artefacts)
+    result = SoupResult(folder, sorted(p.name for p in folder.iterdir()), models, recorded,
+                        yaml.safe_load(written["recipe"]), anchors.to_dict() if anchors else None, kept,
+                        details.get("scores"))
+    if config.push_to_hub:
+        result.hub = push_folder(folder, config.push_to_hub, config.store, config.hub_revision, config.private,
+                                 config.commit_message or f"hf_tna {method.name} soup of {len(loaded)} models")
+    return result
 
 
-def _write_async(pool, pending, write, *args):
-    """Wait for the previous write, then start this one (one write in flight; double-buffered chunks)."""
-    if pending is not None:
-        pending.result()
-    return pool.submit(write, *args)
+def interpolate_checkpoints(a, b, alpha: float, output_dir, config: SoupConfig | None = None,
+                            **overrides) -> SoupResult:
+    """Write ``(1 - alpha) a + alpha b`` (``torch.lerp``; exact endpoints) as a checkpoint folder: `build_soup` with
+    the `interpolate` method."""
+    return build_soup([a, b], output_dir, config, merge_method="interpolate", alpha=alpha, **overrides)
 
 
-def _torch_dtype_of(ingredients) -> str:
-    dtypes = sorted({d for _, d in ingredients[0].specs.values() if d.startswith(("F", "BF"))})
-    return str(SAFETENSORS_DTYPES[dtypes[0]]) if len(dtypes) == 1 else "mixed"
-
-
-def ingredient_records(ingredients, weights=None) -> list[dict]:
-    rows = []
-    for i, ing in enumerate(ingredients):
-        row = {"model": ing.source, "revision": ing.revision}
-        if weights is not None:
-            row["parameters"] = {"weight": weights[i]}
-        rows.append(row)
-    return rows
+def reference(ing: Ingredient) -> str:
+    """How a recipe names an ingredient: a folder by its absolute path, a Hub id pinned to the commit it was read at,
+    an in-memory model by what it is (such a recipe cannot be re-run)."""
+    if ing.revision:
+        return f"{ing.source.partition('@')[0]}@{ing.revision}"
+    if ing.folder is not None:
+        return str(Path(ing.folder).resolve())
+    return ing.source
 
 
 # --------------------------------------------------------------------------------------------------
-# Public entry points
+# Checks and plans
 # --------------------------------------------------------------------------------------------------
-def build_soup(
-    ingredients: Sequence,
-    output_dir,
-    method: str = "uniform",
-    weights: Sequence[float] | None = None,
-    normalize: bool = True,
-    score_fn=None,
-    exclude: str | Sequence[str] | None = None,
-    exclude_from: int | None = 0,
-    dtype=None,
-    max_shard_size="5GB",
-    require_anchors: bool = False,
-    verify: bool = True,
-    allow_pickle: bool = False,
-    trust_remote_code: bool = False,
-    store=None,
-    progress: bool = True,
-    push_to_hub: str | None = None,
-    hub_revision: str = "main",
-    private: bool = False,
-    commit_message: str | None = None,
-    base=None,
-    lora_mode: str = "merged",
-) -> dict:
-    """Fuse checkpoints into a soup folder (``method``: uniform, weighted or greedy) and return a report.
-
-    `ingredients`: folders, Hub repo ids (``org/name@rev``), models or state dicts. `weights` (weighted):
-    one per ingredient. `score_fn(state_dict) -> float` (greedy; higher is better, on held-out data, e.g.
-    `hf_tna.merge.evaluation.build_score_fn`). `exclude`: regex patterns of tensors not averaged but copied from
-    ingredient `exclude_from` (or dropped when None). `dtype`: output dtype (default: the inputs').
-    The folder gets sharded safetensors, config/tokenizer files of the first ingredient,
-    `fusion_recipe.yaml`, `tna_config.json` (when all ingredients share one anchor spec) and a README
-    model card; it is written to a temporary folder and renamed at the end. `push_to_hub`: repo id to
-    upload the folder to, through `hf_tna.hub`. PEFT LoRA adapter ingredients: `lora_mode="merged"`
-    (exact; needs `base`, writes a full model) or `"factors"` (A and B averaged apart; not exact, warns);
-    see `hf_tna.merge.lora`.
-    """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if method == "weighted":
-        if weights is None:
-            raise ValueError("method='weighted' needs weights (one per ingredient)")
-        weights = check_weights(weights, len(ingredients), normalize)
-    elif weights is not None:
-        raise ValueError(f"weights are only used by method='weighted', not {method!r}")
-    if method == "greedy" and score_fn is None:
-        raise ValueError("method='greedy' needs score_fn (held-out score of a state dict, higher is better)")
-    if output_dir is not None and Path(output_dir).exists() and any(Path(output_dir).iterdir()):
-        raise FileExistsError(f"output folder {output_dir} exists and is not empty; choose another or remove it")
-    loaded = [load_ingredient(src, i, store, allow_pickle) for i, src in enumerate(ingredients)]
-    recipe = {"merge_method": method, "models": ingredient_records(loaded, weights),
-              "parameters": {"normalize": normalize}, "exclude": list(_as_list(exclude)), "exclude_from": exclude_from}
-    scores, extra = None, {}
-    if any(ing.adapter_config is not None for ing in loaded):
-        fuse, extra = _lora_setup(loaded, base, lora_mode, method, weights, normalize, exclude, store, allow_pickle)
-        recipe.update(extra.pop("recipe"))
-    elif base is not None:
-        raise ValueError("base= is only used for PEFT adapter ingredients")
-    elif method == "greedy":
-        fuse, kept, scores = _greedy(loaded, score_fn, exclude, exclude_from, dtype, require_anchors, verify)
-        recipe["kept"] = kept
-    else:
-        views = [IngredientTensors(ing) for ing in loaded]
-
-        def fuse(key):
-            return average_tensors((v[key] for v in views), weights, normalize)
-
-        extra["chunk_fuse"] = chunk_averager(loaded, weights, normalize)
-
-    report = write_fused(loaded, output_dir, fuse, recipe, dtype, exclude, exclude_from,
-                         extra.get("max_shard_size", max_shard_size), require_anchors, verify and method != "greedy",
-                         trust_remote_code, progress, scores, quiet=method == "greedy",
-                         **{k: v for k, v in extra.items() if k != "max_shard_size"})
-    if push_to_hub:
-        report["hub"] = push_folder(report["output_dir"], push_to_hub, store, hub_revision, private,
-                                    commit_message or f"hf_tna {method} soup of {len(loaded)} models")
-    return report
+def _check_counts(method: MergeMethod, config: SoupConfig, n: int) -> list[float] | None:
+    """Settings that depend on the number of ingredients; returns the checked weights."""
+    if n == 0:
+        raise ValueError("a soup needs at least one ingredient")
+    if method.num_models is not None and n != method.num_models:
+        raise ValueError(f"merge_method {method.name!r} takes exactly {method.num_models} ingredients, got {n}")
+    weights = check_weights(config.weights, n, config.normalize) if config.weights is not None else None
+    if config.kept is not None and max(config.kept) >= n:
+        raise ValueError(f"kept names ingredient {max(config.kept)}, but there are {n} ingredients (0..{n - 1})")
+    if config.exclude and config.exclude_from is not None and not -n <= config.exclude_from < n:
+        raise ValueError(f"exclude_from={config.exclude_from} is not an ingredient index (0..{n - 1}); "
+                         f"use {option('exclude_from', None)} to drop the excluded tensors")
+    return weights
 
 
-def chunk_averager(ingredients: Sequence[Ingredient], weights=None, normalize: bool = True):
-    """``chunk_fuse(key, start, stop)``: the weighted mean of elements [start, stop) of every ingredient.
-
-    File ingredients are read into three reused buffers (first, running deviation, current), so memory
-    holds three chunks whatever the number of ingredients, and nothing is allocated per chunk; two such
-    sets alternate so that one chunk is written while the next is computed.
-    """
-    fresh = all(ing.reader is not None for ing in ingredients)  # buffers are ours: reuse them in place
-    buffers: dict[tuple, torch.Tensor] = {}
-
-    def buffer(dtype, slot):
-        if (dtype, slot) not in buffers:
-            buffers[(dtype, slot)] = torch.empty(CHUNK_ELEMENTS, dtype=dtype)
-        return buffers[(dtype, slot)]
-
-    calls = [0]
-
-    def chunk_fuse(key, start, stop):
-        calls[0] += 1
-        parity = 3 * (calls[0] % 2)  # two buffer sets: one is written out while the other is filled
-        reads = (
-            ing.get_range(key, start, stop, buffer(SAFETENSORS_DTYPES[ing.specs[key][1]], parity + min(i, 2))
-                          if fresh else None)
-            for i, ing in enumerate(ingredients)
-        )
-        return average_tensors(reads, weights, normalize, consume=fresh)
-
-    return chunk_fuse
+def _load_base(loaded: list[Ingredient], method: MergeMethod, config: SoupConfig) -> Ingredient | None:
+    adapters = any(ing.adapter_config is not None for ing in loaded)
+    if config.base is None:
+        if "base" in method.required:
+            raise ValueError(f"merge_method {method.name!r} needs a base model: pass {option('base')}")
+        return None
+    if not adapters and "base" not in method.settings:
+        takers = sorted(n for n, m in _methods().items() if "base" in m.settings)
+        raise ValueError(f"base is used by PEFT adapter ingredients and by merge methods that take a base "
+                         f"({', '.join(takers) or 'none registered'}); merge_method {method.name!r} of full models "
+                         f"does not use it: drop {option('base')}")
+    base = load_ingredient(config.base, len(loaded), config.store, config.allow_pickle)
+    base.name = f"base ({base.source})"
+    if not adapters:
+        check_tensor_specs([ing.specs for ing in loaded] + [base.specs], [ing.name for ing in loaded] + [base.name],
+                           check_dtypes=config.dtype is None)
+    return base
 
 
-def _lora_setup(loaded, base, lora_mode, method, weights, normalize, exclude, store, allow_pickle):
-    from . import lora
+def _methods():
+    from .methods import METHODS
 
-    if lora_mode not in lora.LORA_MODES:
-        raise ValueError(f"lora_mode must be one of {lora.LORA_MODES}, got {lora_mode!r}")
-    if method == "greedy" or exclude or not normalize:
-        raise ValueError("PEFT adapter soups support methods uniform and weighted, normalized, without exclude")
-    lora.check_adapters(loaded)
-    if lora_mode == "factors":
-        lora.warn_factors()
-        views = [IngredientTensors(ing) for ing in loaded]
-        return (lambda key: average_tensors((v[key] for v in views), weights)), {
-            "recipe": {"lora_mode": "factors"}, "weights_name": ADAPTER_SAFE_WEIGHTS_NAME, "max_shard_size": 2**62}
-    if base is None:
-        raise ValueError("LoRA adapters are souped exactly as merged updates B @ A on their base: pass base= "
-                         "(--base) the adapters' base model, or lora_mode='factors' (not exact)")
-    base_ing = load_ingredient(base, len(loaded), store, allow_pickle)
-    base_ing.name = f"base ({base_ing.source})"
-    recipe = {"lora_mode": "merged", "base_model": {"model": base_ing.source, "revision": base_ing.revision}}
-    return lora.merged_fuse(loaded, base_ing, weights), {"recipe": recipe, "template": base_ing}
+    return METHODS
 
 
-def _greedy(loaded, score_fn, exclude, exclude_from, dtype, require_anchors, verify):
-    from .ops import greedy_soup
-
-    validate_soup_ingredients(loaded, require_anchors, verify, _torch_dtype(dtype))
+def _tensor_plan(loaded, base, method: MergeMethod, settings: dict) -> FusionPlan:
     views = [IngredientTensors(ing) for ing in loaded]
-    soup, kept, seen = greedy_soup(views, score_fn, exclude=exclude, exclude_from=exclude_from)
-    scores = {"greedy": seen, "ingredient_scores": [s["score"] for s in seen[: len(loaded)]],
-              "soup_score": max(s["score"] for s in seen if s["kept"])}
-    return (lambda key: soup[key]), kept, scores
 
-
-def interpolate_checkpoints(a, b, alpha: float, output_dir, **kwargs) -> dict:
-    """Write ``(1 - alpha) a + alpha b`` (``torch.lerp``; exact endpoints) as a checkpoint folder."""
-    alpha = float(alpha)
-    store, allow_pickle = kwargs.pop("store", None), kwargs.pop("allow_pickle", False)
-    loaded = [load_ingredient(src, i, store, allow_pickle) for i, src in enumerate((a, b))]
-    recipe = {"merge_method": "interpolate", "models": ingredient_records(loaded, [1 - alpha, alpha]),
-              "parameters": {"alpha": alpha}}
+    def merge(tensors, consume=False, **extra):
+        return method.merge_tensors(tensors, consume=consume, **settings, **extra)
 
     def fuse(key):
-        return interpolate_tensors(loaded[0].get(key), loaded[1].get(key), alpha)
+        extra = {} if base is None else {"base": base.get(key)}
+        return merge((v[key] for v in views), **extra)
 
-    def chunk_fuse(key, start, stop):
-        return interpolate_tensors(loaded[0].get_range(key, start, stop), loaded[1].get_range(key, start, stop), alpha)
+    chunk_fuse = None
+    if method.elementwise:
+        chunk_fuse = chunk_fuser(loaded, merge, method._accepts("consume"), base)
+    return FusionPlan(fuse, chunk_fuse)
 
-    return write_fused(loaded, output_dir, fuse, recipe, chunk_fuse=chunk_fuse, **kwargs)
+
+def _whole_model_plan(loaded, method: MergeMethod, config: SoupConfig, settings: dict, score_fn):
+    evaluates = "score_fn" in method.settings and config.kept is None
+    if evaluates and score_fn is None:
+        if config.dataset is None:
+            raise ValueError(f"merge_method {method.name!r} scores candidate soups on held-out data: pass "
+                             f"{option('dataset')} (or score_fn=, or the kept list of an earlier run)")
+        score_fn = _score_fn(loaded[0], config)
+    if evaluates:  # validated (and warned about) once, before the evaluations
+        validate_soup_ingredients(loaded, config.require_anchors, config.verify, torch_dtype(config.dtype))
+    views = [IngredientTensors(ing) for ing in loaded]
+    soup, details = method.merge_state_dicts(views, config.exclude, config.exclude_from, **settings,
+                                             score_fn=score_fn, kept=config.kept)
+    return FusionPlan(lambda key: soup[key], validated=evaluates), details
+
+
+def _score_fn(first: Ingredient, config: SoupConfig):
+    from .evaluation import build_score_fn, evaluator_from_arguments
+
+    if first.folder is None:
+        raise ValueError("evaluating on a dataset needs the first ingredient as a checkpoint folder (its model "
+                         "class and tokenizer are loaded from it); pass score_fn= for in-memory models")
+    evaluator = evaluator_from_arguments(first.folder, config, config.trust_remote_code)
+    return build_score_fn(evaluator, config.metric)
+
+
+def _lora_plan(loaded, base, method: MergeMethod, config: SoupConfig, settings: dict) -> FusionPlan:
+    from .lora import check_adapters, merged_fuse, warn_factors
+
+    if method.whole_model or "base" in method.settings or config.exclude:
+        raise ValueError(f"PEFT adapter soups take per-tensor merge methods without a base of their own and without "
+                         f"exclude; merge_method {method.name!r}"
+                         + (f" with exclude {config.exclude}" if config.exclude else "") + " is not one")
+    check_adapters(loaded)
+
+    def merge(tensors):
+        return method.merge_tensors(tensors, **settings)
+
+    if config.lora_mode == "factors":
+        if base is not None:
+            raise ValueError(f"lora_mode='factors' averages the adapters themselves and takes no base: drop "
+                             f"{option('base')}")
+        warn_factors()
+        views = [IngredientTensors(ing) for ing in loaded]
+        return FusionPlan(lambda key: merge(v[key] for v in views), weights_name=ADAPTER_SAFE_WEIGHTS_NAME,
+                          max_shard_size=2**62)
+    if base is None:
+        raise ValueError(f"LoRA adapters are souped exactly as merged updates B @ A on their base: pass "
+                         f"{option('base')} (the adapters' base model), or {option('lora_mode', 'factors')} "
+                         "(not exact)")
+    return FusionPlan(merged_fuse(loaded, base, merge), template=base)
+
+
+def _recorded(config: SoupConfig, kept, base) -> SoupConfig:
+    """The settings as the recipe records them: a greedy run's choice instead of its evaluation set, the base by
+    its reference."""
+    changes = {}
+    if kept is not None:
+        defaults = SoupConfig()
+        changes = {name: getattr(defaults, name) for name in (*EVALUATION_FIELDS, "metric")}
+        changes["kept"] = kept
+    if base is not None:
+        changes["base"] = reference(base)
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def _verify_target(config: SoupConfig, output_dir) -> str:
+    if config.push_to_hub:
+        from ..hub import parse_repo_ref
+
+        repo, rev = parse_repo_ref(config.push_to_hub)
+        revision = rev or config.hub_revision
+        return repo if revision == "main" else f"{repo}@{revision}"
+    return str(output_dir)
 
 
 def push_folder(folder, repo_id: str, store=None, revision: str = "main", private: bool = False,
@@ -416,9 +304,3 @@ def push_folder(folder, repo_id: str, store=None, revision: str = "main", privat
     store.create_repo(repo, private=private, exist_ok=True)
     sha = store.upload_folder(repo, str(folder), message, revision=revision)
     return {"repo_id": repo, "revision": revision, "sha": sha}
-
-
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)
