@@ -113,6 +113,16 @@ def merged_fuse(adapters, base, merge):
     return fuse
 
 
+def shares_a(adapters) -> bool:
+    """Whether every adapter's `tna_config.json` fixes every LoRA `A` whole (FFA-LoRA, `anchor_lora_fa`): the
+    manifests agree (checked with the anchors), so all `A`s are the same tensor and the factors soup is exact."""
+    a_names = {key for key in adapters[0].specs if ".lora_A." in key}
+    return bool(a_names) and all(
+        ing.tna is not None and all(ing.tna.manifest.get(name, {}).get("whole") for name in a_names)
+        for ing in adapters
+    )
+
+
 def warn_factors() -> None:
     warnings.warn("lora_mode='factors' averages LoRA A and B separately: mean(B) @ mean(A) is not the mean of the "
                   "updates B @ A, so the soup is not the average of the merged models. Pass a base model for the "

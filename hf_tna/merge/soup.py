@@ -244,7 +244,7 @@ def _score_fn(first: Ingredient, config: SoupConfig):
 
 
 def _lora_plan(loaded, base, method: MergeMethod, config: SoupConfig, settings: dict) -> FusionPlan:
-    from .lora import check_adapters, merged_fuse, warn_factors
+    from .lora import check_adapters, merged_fuse, shares_a, warn_factors
 
     if method.whole_model or "base" in method.settings or config.exclude:
         raise ValueError(f"PEFT adapter soups take per-tensor merge methods without a base of their own and without "
@@ -259,7 +259,8 @@ def _lora_plan(loaded, base, method: MergeMethod, config: SoupConfig, settings: 
         if base is not None:
             raise ValueError(f"lora_mode='factors' averages the adapters themselves and takes no base: drop "
                              f"{option('base')}")
-        warn_factors()
+        if not shares_a(loaded):  # FFA-LoRA adapters share one frozen A: mean(B) @ A is the mean update, exactly
+            warn_factors()
         views = [IngredientTensors(ing) for ing in loaded]
         return FusionPlan(lambda key: merge(v[key] for v in views), weights_name=ADAPTER_SAFE_WEIGHTS_NAME,
                           max_shard_size=2**62)
