@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import torch
 
+from . import fused
 from .anchors import AnchorSelection, AnchorSpec, TensorLayout, build_layouts
 from .manifest import manifest_entry, values_sha256
 
@@ -72,9 +73,10 @@ class ZeroCopyMixin:
 
     zero_copy = True
 
-    def _setup_anchors(self, model: torch.nn.Module, spec: AnchorSpec) -> None:
+    def _setup_anchors(self, model: torch.nn.Module, spec: AnchorSpec, compiled: bool | None = None) -> None:
         # Called before torch's __init__, whose add_param_group calls need the layouts.
         self.spec = spec
+        self.compiled = compiled
         self.mask_in_step = True
         self._layout_of = {id(p): layout for layout, p in build_layouts(model, spec)}
         self._layouts: list[list[TensorLayout | None]] = []
@@ -97,9 +99,62 @@ class ZeroCopyMixin:
     @torch.no_grad()
     def mask_gradients(self) -> None:
         """Zero the gradients of anchored entries, the mask drawn now (call before clipping the gradient norm)."""
+        compiled = self._use_compiled()
         for g, i, _, param, layout in self._targets():
-            if param.grad is not None:
-                self._mask_one(g, i, param, layout)
+            if param.grad is None:
+                continue
+            if compiled and fused.run("mask", *self._kernel_args(param, layout, masks_only=True)):
+                continue
+            self._mask_one(g, i, param, layout)
+
+    # --- the fused kernel (hf_tna.fused) ---
+    def _use_compiled(self) -> bool:
+        """The compiled kernel: Adam / AdamW only, without AMSGrad, capturable or differentiable groups; by
+        default on CUDA, where it pays (`compiled=True` forces it, False keeps the eager path)."""
+        if self.compiled is False or not isinstance(self, torch.optim.Adam) or "adam" in fused._FAILED:
+            return False
+        if any(g.get("amsgrad") or g.get("capturable") or g.get("differentiable") or torch.is_tensor(g["lr"])
+               for g in self.param_groups):
+            return False
+        if self.compiled is None:
+            return any(p.is_cuda for g in self.param_groups for p in g["params"])
+        return True
+
+    def _kernel_args(self, param, layout, masks_only: bool = False) -> tuple:
+        local = local_tensor(param)
+        offset, _ = shard_offset(param) if layout is not None else (0, None)
+        div, mod, base = fused.counter_layout(layout, offset, tuple(local.shape))
+        ints = [torch.tensor(v, dtype=torch.int64, device=local.device) for v in (div, mod, base)]
+        keys = fused.hash_scalars(layout, self.spec, local.device)
+        grad = local_tensor(param.grad).view(-1)
+        return (grad, *ints, *keys) if masks_only else (local.view(-1), grad, *ints, *keys)
+
+    @torch.no_grad()
+    def _compiled_step(self) -> bool:
+        """One step through the compiled kernel; False when it cannot compile (nothing was changed then)."""
+        for g, group in enumerate(self.param_groups):
+            beta1, beta2 = group["betas"]
+            for i, param in enumerate(group["params"]):
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:  # what torch's Adam creates, so state dicts stay interchangeable
+                    state["step"] = torch.tensor(0.0, dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                p, grad, div, mod, base, key0, key1, threshold = self._kernel_args(param, self._layouts[g][i])
+                device = p.device
+                scalars = [torch.tensor(float(v), dtype=torch.float32, device=device)
+                           for v in (state["step"] + 1, group["lr"], beta1, beta2, group["eps"], group["weight_decay"])]
+                ok = fused.run(
+                    "adam", p, grad, local_tensor(state["exp_avg"]).view(-1), local_tensor(state["exp_avg_sq"]).view(-1),
+                    *scalars, div, mod, base, key0, key1, threshold,
+                    decoupled=bool(group.get("decoupled_weight_decay", False)), maximize=bool(group.get("maximize")),
+                )
+                if not ok:
+                    return False
+                state["step"] += 1
+        return True
 
     def _mask_one(self, g: int, i: int, param, layout, selection=None) -> AnchorSelection | None:
         grad = local_tensor(param.grad)
@@ -118,6 +173,8 @@ class ZeroCopyMixin:
                 loss = closure()
         if self._manifest is None:  # anchoring starts now: after DDP broadcast the weights, before they move
             self._manifest = self.manifest()
+        if self._use_compiled() and self._compiled_step():
+            return loss
         decays = []
         for g, group in enumerate(self.param_groups):
             wd = group.get("weight_decay", 0.0)
@@ -200,13 +257,15 @@ class ZeroCopyMixin:
 
 
 def _init(cls_name: str, base: type[torch.optim.Optimizer]):
-    def __init__(self, params, model: torch.nn.Module, spec: AnchorSpec | None = None, **kwargs):
-        self._setup_anchors(model, spec or AnchorSpec())
+    def __init__(self, params, model: torch.nn.Module, spec: AnchorSpec | None = None, compiled: bool | None = None,
+                 **kwargs):
+        self._setup_anchors(model, spec or AnchorSpec(), compiled)
         base.__init__(self, params, **kwargs)
 
     __init__.__doc__ = (
         f"`torch.optim.{base.__name__}` over `params` (parameters or groups), keeping the anchored entries of "
-        f"`model` (per `spec`) bitwise fixed with no stored anchor state. Other arguments are `{base.__name__}`'s."
+        f"`model` (per `spec`) bitwise fixed with no stored anchor state. `compiled`: the fused kernel of "
+        f"`hf_tna.fused` (Adam / AdamW; default: on CUDA). Other arguments are `{base.__name__}`'s."
     )
     return __init__
 
