@@ -5,11 +5,13 @@
 
 Setting: the CNN of the TNA-PFN authors' FL code (conv 32, conv 64, conv 64, fc 64, fc 10), 10 clients with
 Dirichlet label skew (alpha 0.1 and 0.5), local SGD, each method with two server strategies (FedAvg and
-FedAvgM), several seeds; score = server-side test accuracy averaged over the last 5 rounds.
+FedAvgM), several seeds; score = server-side test accuracy averaged over the last 5 rounds. The task and the
+Flower app are the package's, the same as examples/federated's: `hf_tna.federated.image_task` run by
+`hf_tna.federated.app`.
 
 Ray is started once: Flower's `run_simulation` shuts Ray down when a run ends (RayBackend.terminate calls
 `ray.shutdown()`), so separate `run_simulation` calls cannot share it. Instead one simulation runs every
-experiment: its ServerApp calls `strategy.start()` once per (alpha, server, method, seed) on the same grid of
+experiment: its ServerApp calls `run_experiment` (`strategy.start()`) once per (alpha, server, method, seed) on the same grid of
 SuperNodes; each experiment's settings travel in the train config, so the Ray actors serve all of them.
 """
 
@@ -24,15 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # benchmarks.fl_app, here and in the Ray workers (they inherit sys.path)
+sys.path.insert(0, str(ROOT))  # benchmarks.common
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.common import build_parser  # noqa: E402
-from benchmarks.fl_app import METHODS, SERVERS, RunSettings, run_experiment, simulate  # noqa: E402
 from hf_tna.arguments import AnchorArguments  # noqa: E402
 from hf_tna.example_data import build_federated_model, dirichlet_partition, load_image_split, subsample  # noqa: E402
+from hf_tna.federated.app import build_client_app, run_experiment, simulate  # noqa: E402
+from hf_tna.federated.config import METHODS, SERVER_STRATEGIES  # noqa: E402
+from hf_tna.federated.image_task import IMAGE_TASK, ImageTaskArguments  # noqa: E402
 
 METHOD_NAMES = {"fedavg": "FedAvg", "fedpfn": "FedPFN", "fedpnu": "FedPNU"}
 SERVER_NAMES = {"fedavg": "FedAvg", "fedavgm": "FedAvgM", "fedadam": "FedAdam", "fedprox": "FedProx"}
@@ -50,7 +54,8 @@ class FLBenchmarkConfig(AnchorArguments):
     quick: bool = field(default=False, metadata={"help": "Tiny smoke run (one alpha, one seed, 3 rounds)."})
     alphas: list[float] = field(default_factory=lambda: [0.1, 0.5], metadata={"help": "Dirichlet label skews."})
     servers: list[str] = field(
-        default_factory=lambda: ["fedavg", "fedavgm"], metadata={"help": "Server strategies: " + ", ".join(SERVERS)}
+        default_factory=lambda: ["fedavg", "fedavgm"],
+        metadata={"help": "Server strategies: " + ", ".join(SERVER_STRATEGIES)},
     )
     methods: list[str] = field(
         default_factory=lambda: list(METHODS), metadata={"help": "Methods: " + ", ".join(METHODS)}
@@ -79,9 +84,9 @@ class FLBenchmarkConfig(AnchorArguments):
         seed, self.anchor_seed = self.anchor_seed, 0 if self.anchor_seed is None else self.anchor_seed
         super().__post_init__()  # the anchor fields (None, "each run's seed", is checked as seed 0)
         self.anchor_seed = seed
-        bad = sorted(set(self.servers) - set(SERVERS)) + sorted(set(self.methods) - set(METHODS))
+        bad = sorted(set(self.servers) - set(SERVER_STRATEGIES)) + sorted(set(self.methods) - set(METHODS))
         if bad:
-            raise ValueError(f"unknown server/method {bad}; servers: {SERVERS}, methods: {METHODS}")
+            raise ValueError(f"unknown server/method {bad}; servers: {SERVER_STRATEGIES}, methods: {METHODS}")
         if self.quick:
             self.alphas, self.seeds, self.rounds, self.num_clients = self.alphas[:1], self.seeds[:1], 3, 4
             self.servers, self.train_size, self.test_size = self.servers[:1], self.train_size or 800, 300
@@ -135,10 +140,10 @@ def client_sizes(labels: np.ndarray, args, alpha: float, seed: int) -> list[int]
 # --------------------------------------------------------------------------------------------------
 # Running
 # --------------------------------------------------------------------------------------------------
-def experiments(args: FLBenchmarkConfig) -> list[RunSettings]:
+def experiments(args: FLBenchmarkConfig) -> list[ImageTaskArguments]:
     """Seeds outermost, so a run cut short by the budget still covers every configuration."""
     return [
-        RunSettings(
+        ImageTaskArguments(
             **args.anchor_kwargs(),
             method=m,
             server=s,
@@ -166,7 +171,8 @@ def write_json(path: Path, data) -> None:
     tmp.replace(path)
 
 
-def run_all(args: FLBenchmarkConfig, todo: list[RunSettings], deadline: float, partial: Path) -> list[dict]:
+def run_all(args: FLBenchmarkConfig, todo: list[ImageTaskArguments], deadline: float, partial: Path) -> list[dict]:
+    """Every run in one simulation: its ServerApp calls `run_experiment` per run on the same grid."""
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
 
@@ -181,7 +187,7 @@ def run_all(args: FLBenchmarkConfig, todo: list[RunSettings], deadline: float, p
                 print(f"[fl] budget spent: skipping {len(todo) - i} remaining runs", flush=True)
                 break
             try:
-                out = run_experiment(grid, settings)
+                out = run_experiment(grid, IMAGE_TASK, settings)
             except Exception as err:  # keep the other runs; report the failure in the table
                 out = {"settings": settings.to_run_config(), "error": repr(err), "accuracy": [], "bytes": []}
             results.append(out)
@@ -193,7 +199,7 @@ def run_all(args: FLBenchmarkConfig, todo: list[RunSettings], deadline: float, p
                 flush=True,
             )
 
-    simulate(server_app, args.num_clients, args.num_cpus, quiet=True)
+    simulate(server_app, build_client_app(IMAGE_TASK), args.num_clients, args.num_cpus, quiet=True)
     return results
 
 

@@ -84,6 +84,11 @@ def _mask(g, div, mod, base, key0, key1, threshold):
     g.copy_(torch.where(anchored, torch.zeros_like(g), g))
 
 
+def failed(name: str) -> bool:
+    """Whether compiling kernel `name` failed in this process (the eager path is used from then on)."""
+    return name in _FAILED
+
+
 def compiled(name: str):
     """The compiled kernel `name` ("adam" or "mask"), or None when compiling is not possible here."""
     if name in _FAILED:

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import torch
 
-from . import fused
 from .anchors import AnchorSelection, AnchorSpec, TensorLayout, build_layouts
+from .fused import counter_layout, failed, hash_scalars
+from .fused import run as run_kernel
 from .manifest import manifest_entry, values_sha256
 
 
@@ -103,7 +104,7 @@ class ZeroCopyMixin:
         for g, i, _, param, layout in self._targets():
             if param.grad is None:
                 continue
-            if compiled and fused.run("mask", *self._kernel_args(param, layout, masks_only=True)):
+            if compiled and run_kernel("mask", *self._kernel_args(param, layout, masks_only=True)):
                 continue
             self._mask_one(g, i, param, layout)
 
@@ -111,7 +112,7 @@ class ZeroCopyMixin:
     def _use_compiled(self) -> bool:
         """The compiled kernel: Adam / AdamW only, without AMSGrad, capturable or differentiable groups; by
         default on CUDA, where it pays (`compiled=True` forces it, False keeps the eager path)."""
-        if self.compiled is False or not isinstance(self, torch.optim.Adam) or "adam" in fused._FAILED:
+        if self.compiled is False or not isinstance(self, torch.optim.Adam) or failed("adam"):
             return False
         if any(g.get("amsgrad") or g.get("capturable") or g.get("differentiable") or torch.is_tensor(g["lr"])
                for g in self.param_groups):
@@ -123,9 +124,9 @@ class ZeroCopyMixin:
     def _kernel_args(self, param, layout, masks_only: bool = False) -> tuple:
         local = local_tensor(param)
         offset, _ = shard_offset(param) if layout is not None else (0, None)
-        div, mod, base = fused.counter_layout(layout, offset, tuple(local.shape))
+        div, mod, base = counter_layout(layout, offset, tuple(local.shape))
         ints = [torch.tensor(v, dtype=torch.int64, device=local.device) for v in (div, mod, base)]
-        keys = fused.hash_scalars(layout, self.spec, local.device)
+        keys = hash_scalars(layout, self.spec, local.device)
         grad = local_tensor(param.grad).view(-1)
         return (grad, *ints, *keys) if masks_only else (local.view(-1), grad, *ints, *keys)
 
@@ -146,7 +147,7 @@ class ZeroCopyMixin:
                 device = p.device
                 scalars = [torch.tensor(float(v), dtype=torch.float32, device=device)
                            for v in (state["step"] + 1, group["lr"], beta1, beta2, group["eps"], group["weight_decay"])]
-                ok = fused.run(
+                ok = run_kernel(
                     "adam", p, grad, local_tensor(state["exp_avg"]).view(-1), local_tensor(state["exp_avg_sq"]).view(-1),
                     *scalars, div, mod, base, key0, key1, threshold,
                     decoupled=bool(group.get("decoupled_weight_decay", False)), maximize=bool(group.get("maximize")),

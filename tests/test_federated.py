@@ -385,6 +385,72 @@ def test_example_settings_match_the_app_run_config(monkeypatch):
     assert FLSettings(method="fedavg").to_spec().ratio == 0.0
 
 
+def test_run_arguments_check_choices_and_fedavg_has_no_anchors():
+    from hf_tna.federated import FederatedRunArguments
+    from hf_tna.federated.image_task import ImageTaskArguments
+
+    with pytest.raises(ValueError, match=r"FederatedRunArguments.server must be one of .*got 'fedsgd'"):
+        FederatedRunArguments(server="fedsgd")
+    with pytest.raises(ValueError, match=r"ImageTaskArguments.model must be one of \('cnn', 'mlp'\)"):
+        ImageTaskArguments.from_run_config({"model": "resnet"})
+    with pytest.raises(ValueError, match="rounds"):
+        FederatedRunArguments(rounds=0)
+    assert FederatedRunArguments(seed=5).to_spec() == AnchorSpec(0.4, seed=5)  # anchor_seed follows seed
+    assert FederatedRunArguments(method="fedavg").to_spec().ratio == 0.0
+    assert [FederatedRunArguments(method=m).mode for m in ("fedavg", "fedpfn", "fedpnu")] == ["fedpfn"] * 2 + ["fedpnu"]
+
+
+class ClientAppGrid(FakeGrid):
+    """A grid whose nodes answer with a ClientApp, in process: node i is partition i of len(nodes)."""
+
+    def __init__(self, client_app, n=2):
+        super().__init__(n)
+        self.client_app = client_app
+
+    def send_and_receive(self, messages, timeout=None):
+        from flwr.app import Context
+
+        replies = []
+        for msg in messages:
+            node_config = {"partition-id": self.nodes.index(msg.metadata.dst_node_id), "num-partitions": len(self.nodes)}
+            replies.append(self.client_app(msg, Context(1, msg.metadata.dst_node_id, node_config, RecordDict(), {})))
+        return replies
+
+
+@pytest.mark.parametrize("method", ["fedpfn", "fedavg"])
+def test_app_glue_runs_the_image_task_in_process(method):
+    """`run_experiment` with `build_client_app`'s ClientApp answering: accuracy per round, compact uploads, and
+    FedPFN's global anchors bitwise at their initial values (read back through the evaluation)."""
+    import dataclasses
+
+    from hf_tna.federated.app import build_client_app, run_experiment
+    from hf_tna.federated.image_task import IMAGE_TASK, ImageTaskArguments
+
+    settings = ImageTaskArguments(method=method, server="fedavgm", rounds=2, model="mlp", data="synthetic",
+                                  train_size=200, test_size=100, seed=1)  # fmt: skip
+    seen = []
+
+    def build_evaluator(s):
+        evaluate = IMAGE_TASK.build_evaluator(s)
+        return lambda model: seen.append({k: v.clone() for k, v in model.state_dict().items()}) or evaluate(model)
+
+    task = dataclasses.replace(IMAGE_TASK, build_evaluator=build_evaluator)
+    out = run_experiment(ClientAppGrid(build_client_app(task)), task, settings)
+    assert len(out["accuracy"]) == 3 and out["num_nodes"] == 2
+    assert out["settings"] == settings.to_run_config()
+    assert [h["replies"] for h in out["bytes"]] == [2, 2]
+    masks = anchor_masks(anchor_layouts(IMAGE_TASK.build_model(settings), settings.to_spec()), settings.to_spec())
+    first, last = seen[0], seen[-1]
+    if method == "fedpfn":
+        assert all(h["upload_bytes"] < 0.7 * h["upload_bytes_full"] for h in out["bytes"])
+        for key, mask in masks.items():
+            assert torch.equal(last[key][torch.from_numpy(mask)], first[key][torch.from_numpy(mask)])
+    else:
+        assert not any(m.any() for m in masks.values())  # ratio 0: plain FedAvgM, full uploads
+        assert all(h["upload_bytes"] == h["upload_bytes_full"] for h in out["bytes"])
+    assert any(not torch.equal(first[k], last[k]) for k in first)
+
+
 # --------------------------------------------------------------------------------------------------
 # The one simulation through Flower's simulation engine (Ray)
 # --------------------------------------------------------------------------------------------------

@@ -47,14 +47,8 @@ def make_plots(agg: list[dict], out_dir: Path) -> list[str]:
                             capsize=3,
                             label=Arm(variant, gran, 1.0).label.rsplit(" ", 1)[0],
                         )
-                ax.set_title(f"{kind.upper()}, {setting} pairs")
-                ax.set_xlabel("anchor ratio")
-                ax.set_ylabel("accuracy barrier (pp)")
-                ax.grid(alpha=0.3)
-                ax.legend(fontsize=7)
-        fig.tight_layout()
-        _save(fig, out_dir / PLOT_NAMES["ratio"])
-        made.append("ratio")
+                _label(ax, "anchor ratio", "accuracy barrier (pp)", title=f"{kind.upper()}, {setting} pairs")
+        made.append(_save(fig, out_dir, "ratio"))
     for section in ("width", "depth"):
         es = [e for e in agg if e["section"] == section]
         if not es:
@@ -67,15 +61,10 @@ def make_plots(agg: list[dict], out_dir: Path) -> list[str]:
             axes[1].errorbar([e[section] for e in line], [e["loss_barrier"]["mean"] for e in line],
                              [e["loss_barrier"]["std"] for e in line], fmt="o-", capsize=3, label=label)  # fmt: skip
         for ax, name in zip(axes, ("accuracy barrier (pp)", "loss barrier (nats)")):
-            ax.set_xlabel(f"MLP {section}")
-            ax.set_ylabel(name)
-            ax.grid(alpha=0.3)
-            ax.legend()
+            _label(ax, f"MLP {section}", name, fontsize=None)
             if section == "width":
                 ax.set_xscale("log")
-        fig.tight_layout()
-        _save(fig, out_dir / PLOT_NAMES[section])
-        made.append(section)
+        made.append(_save(fig, out_dir, section))
     kf = [e for e in main if "kfusion" in e]
     if kf:
         kinds = [k for k in MODELS if any(e["model"] == k for e in kf)]
@@ -86,19 +75,27 @@ def make_plots(agg: list[dict], out_dir: Path) -> list[str]:
                 ax.errorbar([int(k) for k in ks], [100 * e["kfusion"][k]["barrier"]["mean"] for k in ks],
                             [100 * e["kfusion"][k]["barrier"]["std"] for k in ks], fmt="o-", capsize=3,
                             label=arm_label(e))  # fmt: skip
-            ax.set_title(f"{kind.upper()}: K-model uniform soup")
-            ax.set_xlabel("K")
-            ax.set_ylabel("multi-model barrier (pp)")
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        fig.tight_layout()
-        _save(fig, out_dir / PLOT_NAMES["kfusion"])
-        made.append("kfusion")
+            _label(ax, "K", "multi-model barrier (pp)", title=f"{kind.upper()}: K-model uniform soup")
+        made.append(_save(fig, out_dir, "kfusion"))
     plt.close("all")
     return made
 
 
-def _save(fig, path: Path) -> None:
+def _label(ax, xlabel: str, ylabel: str, title: str | None = None, fontsize: int | None = 7) -> None:
+    """Axis labels, an optional title, a light grid and the legend: the look of every panel."""
+    if title is not None:
+        ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=fontsize)
+
+
+def _save(fig, out_dir: Path, key: str) -> str:
+    """Lay out `fig` and write it atomically as the PNG of plot `key`; returns `key`."""
+    fig.tight_layout()
+    path = out_dir / PLOT_NAMES[key]
     tmp = path.with_name(path.name + ".tmp.png")
     fig.savefig(tmp, dpi=110)
     os.replace(tmp, path)
+    return key

@@ -24,9 +24,10 @@ sys.path[:0] = [str(HERE), str(HERE.parents[1])]  # tna_fl_app and hf_tna, also 
 from flwr.app import Context  # noqa: E402
 from flwr.serverapp import Grid, ServerApp  # noqa: E402
 from tna_fl_app.client_app import app as client_app  # noqa: E402
-from tna_fl_app.server_app import run_experiment  # noqa: E402
-from tna_fl_app.task import FLSettings, simulate  # noqa: E402
+from tna_fl_app.task import TASK, FLSettings  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
+
+from hf_tna.federated.app import run_experiment, simulate  # noqa: E402
 
 
 @dataclass
@@ -58,7 +59,7 @@ def main(argv=None) -> dict:
 
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
-        out.update(run_experiment(grid, settings))
+        out.update(run_experiment(grid, TASK, settings))
 
     simulate(server_app, client_app, simulation.num_clients, simulation.num_cpus)
     if not out:

@@ -13,6 +13,9 @@ its `ConfigRecord`s hold flat scalars under hyphenated keys. `FederatedArguments
 
 Lists (`anchor_include`, `anchor_exclude`) are written as one string of whitespace-separated regex patterns
 (parameter names hold no spaces, and a regex may hold a comma: `a{1,2}`); an empty string is `None`.
+
+`FederatedRunArguments` adds what the Flower app glue of `hf_tna.federated.app` reads: the method (FedAvg,
+FedPFN, FedPNU), the inner server strategy and its settings, the rounds, the seed and the clients' local SGD.
 This module imports neither Flower nor transformers.
 """
 
@@ -21,9 +24,10 @@ from __future__ import annotations
 import dataclasses
 import typing
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import NoneType, UnionType
 
+from ..anchors import AnchorSpec
 from ..arguments import AnchorArguments
 
 
@@ -72,6 +76,67 @@ class FederatedArguments(AnchorArguments):
             elif value is not None:
                 out[run_config_key(f.name)] = value
         return out
+
+
+METHODS = ("fedavg", "fedpfn", "fedpnu")  # fedavg: the inner strategy without anchors
+SERVER_STRATEGIES = ("fedavg", "fedavgm", "fedadam", "fedprox")
+
+
+@dataclass
+class FederatedRunArguments(FederatedArguments):
+    """One federated run as the app glue of `hf_tna.federated.app` runs it: the anchor fields of
+    `FederatedArguments` and
+
+    - `method`: `fedavg` (no anchors, whatever `anchor_ratio` says), `fedpfn` or `fedpnu`;
+    - `server`: the inner Flower strategy, `fedavg`, `fedavgm` (`server_lr`, `server_momentum`), `fedadam`
+      (`adam_eta`, with `lr` as its client learning rate) or `fedprox` (`proximal_mu`);
+    - `rounds`; `seed` (model init and batch order; `anchor_seed` follows it unless given);
+    - the clients' local SGD: `local_epochs`, `lr`, `momentum`, `batch_size`.
+
+    An app subclasses it with its own fields (data, model); a field whose metadata names `choices` is checked
+    against them. Validated in `__post_init__`.
+    """
+
+    method: str = field(
+        default="fedpfn", metadata={"help": "fedavg (no anchors), fedpfn or fedpnu.", "choices": METHODS}
+    )
+    server: str = field(
+        default="fedavg",
+        metadata={"help": "Inner server strategy: " + ", ".join(SERVER_STRATEGIES), "choices": SERVER_STRATEGIES},
+    )
+    rounds: int = field(default=10, metadata={"help": "Federated rounds."})
+    anchor_seed: int | None = field(default=None, metadata={"help": "Seed of the anchor mask (default: seed)."})
+    seed: int = field(default=0, metadata={"help": "Model init, data partition, anchor and batch-order seed."})
+    local_epochs: int = field(default=1, metadata={"help": "Local epochs per round."})
+    lr: float = field(default=0.05, metadata={"help": "Client SGD learning rate."})
+    momentum: float = field(default=0.9, metadata={"help": "Client SGD momentum."})
+    batch_size: int = field(default=16, metadata={"help": "Client batch size."})
+    server_lr: float = field(default=1.0, metadata={"help": "FedAvgM server learning rate."})
+    server_momentum: float = field(default=0.9, metadata={"help": "FedAvgM server momentum."})
+    adam_eta: float = field(default=0.01, metadata={"help": "FedAdam server learning rate eta."})
+    proximal_mu: float = field(default=0.01, metadata={"help": "FedProx mu (server=fedprox only)."})
+
+    def __post_init__(self):
+        if self.anchor_seed is None:
+            self.anchor_seed = self.seed
+        super().__post_init__()  # the anchor fields
+        name = type(self).__name__
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices is not None and getattr(self, f.name) not in choices:
+                raise ValueError(f"{name}.{f.name} must be one of {tuple(choices)}, got {getattr(self, f.name)!r}")
+        if self.rounds < 1 or self.local_epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"{name}.rounds, local_epochs and batch_size must be >= 1")
+
+    @property
+    def mode(self) -> str:
+        """`AnchoredStrategy`'s mode: `fedpnu`, or `fedpfn` (also for `fedavg`, whose spec has ratio 0)."""
+        return "fedpnu" if self.method == "fedpnu" else "fedpfn"
+
+    def to_spec(self) -> AnchorSpec:
+        """The run's anchors: the anchor fields, with ratio 0 for `method="fedavg"` (no anchors)."""
+        spec = super().to_spec()
+        return dataclasses.replace(spec, ratio=0.0) if self.method == "fedavg" else spec
 
 
 def _list_type(annotation) -> bool:
@@ -127,4 +192,4 @@ def _convert(owner: str, key: str, value, annotation):
                     "bool, int, float, str or list[str]")
 
 
-__all__ = ["FederatedArguments", "run_config_key"]
+__all__ = ["METHODS", "SERVER_STRATEGIES", "FederatedArguments", "FederatedRunArguments", "run_config_key"]
