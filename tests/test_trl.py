@@ -51,7 +51,9 @@ def test_sft_trainer_holds_anchors_writes_config_and_appends_to_trls_card(tmp_pa
     checkpoint = tmp_path / "checkpoint-3"
     assert (checkpoint / CONFIG_NAME).exists() and verify_anchors(checkpoint)["intact"]
     card = (tmp_path / "README.md").read_text()
-    assert "trl" in card.lower() and card.count("Training-time neuron alignment (hf_tna)") == 1
+    from hf_tna.card import ANCHOR_SECTION_TITLE
+
+    assert "trl" in card.lower() and card.count(ANCHOR_SECTION_TITLE) == 1
 
 
 def test_sft_with_peft_config_anchors_the_adapters(tmp_path):
