@@ -349,6 +349,32 @@ class AnchorSelection:
                 f"granularity={self.granularity}, num_anchored={self.num_anchored})")
 
 
+COUNTER_MOD_NONE = 1 << 62  # `counter_map`'s modulus when counters do not wrap
+
+
+def counter_map(layout: TensorLayout | None, offset: int, shape) -> tuple[int, int, int]:
+    """(div, mod, base) such that the hash counter of flat entry `f` of a (local) tensor of `shape`, the dim-0
+    slice of `layout` from row `offset`, is `(f // div) % mod + base`: its global flat index (element, whole), or
+    its unit's global index (neuron). For kernels that evaluate `is_anchored` entry by entry (`hf_tna.fused`)."""
+    if layout is None:
+        return 1, COUNTER_MOD_NONE, 0
+    if layout.whole or layout.unit_dim is None:
+        row = math.prod(layout.shape[1:]) if layout.shape else 1
+        return 1, COUNTER_MOD_NONE, offset * row
+    if layout.unit_dim == 0:
+        return max(math.prod(shape[1:]), 1), COUNTER_MOD_NONE, offset
+    return max(math.prod(shape[layout.unit_dim + 1:]), 1), shape[layout.unit_dim], 0
+
+
+def hash_constants(layout: TensorLayout | None, spec: AnchorSpec) -> tuple[int, int, int]:
+    """(key0, key1, threshold) of `layout` under `spec`: a counter is anchored when `hash_counters(counter, (key0,
+    key1)) < threshold`; nothing is anchored without a layout, every entry of a whole one."""
+    if layout is None:
+        return 0, 0, 0
+    key = tensor_key(spec.seed, spec.round, layout.key)
+    return (*key, 1 << 32 if layout.whole else ratio_threshold(spec.ratio))
+
+
 def anchor_mask(layout: TensorLayout, spec: AnchorSpec, device="cpu") -> torch.Tensor:
     """Full-size bool mask of the anchored entries of one tensor."""
     return AnchorSelection(layout, spec, device).dense_mask()

@@ -16,39 +16,19 @@ max |difference| / max |reference| <= 1e-5 per tensor after 20 steps); the eager
 
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
 
-from .anchors import AnchorSpec, TensorLayout, hash_counters, ratio_threshold, tensor_key
+from .anchors import AnchorSpec, TensorLayout, hash_constants, hash_counters
 
-_BIG = 1 << 62
 _COMPILED: dict[str, object] = {}
 _FAILED: list[str] = []
 
 
-def counter_layout(layout: TensorLayout | None, offset: int, shape) -> tuple[int, int, int]:
-    """(div, mod, base): the counter of flat entry `f` of the (local, from dim-0 row `offset`) tensor of `shape` is
-    `(f // div) % mod + base`: its global flat index (element), or its unit's global index (neuron)."""
-    if layout is None:
-        return 1, _BIG, 0
-    if layout.whole or layout.unit_dim is None:
-        row = math.prod(layout.shape[1:]) if layout.shape else 1
-        return 1, _BIG, offset * row
-    if layout.unit_dim == 0:
-        return max(math.prod(shape[1:]), 1), _BIG, offset
-    return max(math.prod(shape[layout.unit_dim + 1:]), 1), shape[layout.unit_dim], 0
-
-
 def hash_scalars(layout: TensorLayout | None, spec: AnchorSpec, device) -> tuple[torch.Tensor, ...]:
-    """(key0, key1, threshold) as 0-d int64 tensors: nothing anchored without a layout, everything for a whole one."""
-    if layout is None:
-        key, threshold = (0, 0), 0
-    else:
-        key = tensor_key(spec.seed, spec.round, layout.key)
-        threshold = 1 << 32 if layout.whole else ratio_threshold(spec.ratio)
-    return tuple(torch.tensor(v, dtype=torch.int64, device=device) for v in (*key, threshold))
+    """`hash_constants` as 0-d int64 tensors (kernel inputs, so no value is baked into a compiled graph)."""
+    return tuple(torch.tensor(v, dtype=torch.int64, device=device) for v in hash_constants(layout, spec))
 
 
 def _anchored(n: int, device, div, mod, base, key0, key1, threshold) -> torch.Tensor:

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import torch
 
-from .anchors import AnchorSelection, AnchorSpec, TensorLayout, build_layouts
-from .fused import counter_layout, failed, hash_scalars
+from .anchors import AnchorSelection, AnchorSpec, TensorLayout, build_layouts, counter_map
+from .fused import failed, hash_scalars
 from .fused import run as run_kernel
 from .manifest import manifest_entry, values_sha256
 
@@ -124,7 +124,7 @@ class ZeroCopyMixin:
     def _kernel_args(self, param, layout, masks_only: bool = False) -> tuple:
         local = local_tensor(param)
         offset, _ = shard_offset(param) if layout is not None else (0, None)
-        div, mod, base = counter_layout(layout, offset, tuple(local.shape))
+        div, mod, base = counter_map(layout, offset, tuple(local.shape))
         ints = [torch.tensor(v, dtype=torch.int64, device=local.device) for v in (div, mod, base)]
         keys = hash_scalars(layout, self.spec, local.device)
         grad = local_tensor(param.grad).view(-1)
