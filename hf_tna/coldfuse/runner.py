@@ -205,10 +205,13 @@ def run_coldfuse(store, repo_id: str, model, contributors, rounds: int = 3, anch
     if not contributors:
         raise ValueError("run_coldfuse needs at least one contributor")
     init_coldfuse(store, repo_id, model, tokenizer, anchor_spec, redraw_anchors, weighting, base_model)
+    from tqdm.auto import tqdm
+
     reports, contributions = [], []
-    for r in range(rounds):
+    for r in tqdm(range(rounds), desc="coldfuse rounds", unit="round", disable=None):  # shown on a terminal
         if round_tag(r + 1) not in store.list_refs(repo_id)["tags"]:
-            for name, task in contributors.items():
+            for name, task in tqdm(contributors.items(), desc=f"round {r} contributions", unit="contribution",
+                                   disable=None, leave=False):
                 result = contribute(store, repo_id, task, name, r, training, work_dir=work_dir)
                 contributions.append({"contributor": name, **result})
                 if callback is not None:

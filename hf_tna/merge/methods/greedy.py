@@ -40,7 +40,19 @@ def greedy(state_dicts, score_fn=None, kept=None, exclude=None, exclude_from=0):
     if score_fn is None:
         raise ValueError("a greedy soup needs held-out scores: an evaluation set (dataset), a score_fn, or the "
                          "`kept` list of an earlier greedy run")
-    soup, kept, seen = greedy_soup(state_dicts, score_fn, exclude=exclude, exclude_from=exclude_from)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=2 * len(state_dicts) - 1, desc="greedy soup", unit="eval", disable=None)  # shown on a terminal
+
+    def scored(state_dict):
+        score = score_fn(state_dict)
+        bar.update()
+        return score
+
+    try:
+        soup, kept, seen = greedy_soup(state_dicts, scored, exclude=exclude, exclude_from=exclude_from)
+    finally:
+        bar.close()
     scores = {"greedy": seen, "ingredient_scores": [s["score"] for s in seen[: len(state_dicts)]],
               "soup_score": max(s["score"] for s in seen if s["kept"])}
     return soup, {"kept": kept, "scores": scores}
