@@ -18,10 +18,14 @@ from .zero_copy import ZeroCopyAdam, ZeroCopyAdamW, ZeroCopySGD
 _logging.getLogger("hf_tna").parent = _logging.getLogger("transformers")
 
 def __getattr__(name):  # transformers-dependent pieces are imported on first use
-    if name in ("TNATrainer", "TNATrainerMixin", "TNACallback", "anchored_optimizer_factory"):
-        from . import tna_trainer
+    if name in ("TNATrainer", "TNATrainerMixin"):
+        from .tna_trainer import TNATrainer, TNATrainerMixin
 
-        return getattr(tna_trainer, name)
+        return {"TNATrainer": TNATrainer, "TNATrainerMixin": TNATrainerMixin}[name]
+    if name in ("TNACallback", "anchored_optimizer_factory"):
+        from .callback import TNACallback, anchored_optimizer_factory
+
+        return {"TNACallback": TNACallback, "anchored_optimizer_factory": anchored_optimizer_factory}[name]
     if name == "TNAConfig":
         from .tna_config import TNAConfig
 

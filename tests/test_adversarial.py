@@ -329,8 +329,8 @@ def test_a_killed_runs_temporary_folder_is_removed_by_the_next_run_never_a_live_
     import os
     import signal
 
-    from hf_tna.io import locked_scratch
-    from hf_tna.merge.soup import scratch_for
+    from hf_tna.merge.writer import scratch_for
+    from hf_tna.workspace import locked_scratch
 
     out = tmp_path / "soup"
     pid = os.fork()
@@ -352,7 +352,7 @@ def test_coldfuse_scratch_of_a_dead_fuser_is_removed(tmp_path):
     import os
     import signal
 
-    from hf_tna.io import locked_scratch
+    from hf_tna.workspace import locked_scratch
 
     pid = os.fork()
     if pid == 0:

@@ -9,11 +9,12 @@ from pathlib import Path
 from .._version import __version__
 from ..anchors import AnchorSpec
 from ..hub import StaleParentError
-from ..io import ShardedSafetensorsWriter, StreamingCheckpointReader, locked_scratch
+from ..io import ShardedSafetensorsWriter, StreamingCheckpointReader
 from ..manifest import CONFIG_NAME, TNAFileConfig, layout_from_manifest, manifest_entry
 from ..merge.ingredients import model_architecture, read_model_config
 from ..merge.ops import average_tensors, check_finite, check_output_finite, check_tensor_specs
 from ..verify import verify_anchors_many
+from ..workspace import locked_scratch
 from .card import model_card
 from .repo import (
     CONTRIBUTION_NAME,

@@ -24,10 +24,10 @@ from ..io import (
     SAFE_WEIGHTS_NAME,
     SAFETENSORS_DTYPES,
     ShardedSafetensorsWriter,
-    locked_scratch,
     safetensors_dtype,
 )
 from ..manifest import TNAFileConfig, layout_from_manifest, manifest_entry
+from ..workspace import locked_scratch
 from .config import SoupConfig, torch_dtype
 from .ingredients import Ingredient, validate_soup_ingredients
 from .ops import check_output_finite, is_excluded
@@ -81,7 +81,7 @@ def check_output_dir(output_dir) -> Path:
 
 def scratch_for(output_dir: Path):
     """The hidden temporary folder beside `output_dir` that a result is written into, then renamed; removed on
-    any failure, and by the next run if this process is killed (`hf_tna.io.locked_scratch`)."""
+    any failure, and by the next run if this process is killed (`hf_tna.workspace.locked_scratch`)."""
     return locked_scratch(output_dir.parent, f".{output_dir.name}.tmp-")
 
 
