@@ -117,11 +117,20 @@ def test_state_dict_round_trip_and_scheduler():
         assert torch.equal(pa, pb)
 
 
-def test_grad_scaler_skipped_steps_keep_anchors():
+PATHS = {  # both anchor paths: the restore wrapper and the zero-copy AdamW
+    "restore": lambda model, spec: AnchoredOptimizer(
+        torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1), model, spec),
+    "zero_copy": lambda model, spec: create_anchored_optimizer(
+        model, torch.optim.AdamW, spec, zero_copy=True, lr=1e-2, weight_decay=0.1),
+}
+
+
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_grad_scaler_skipped_steps_keep_anchors(path):
     model = build_mlp()
     spec = AnchorSpec()
     start = snapshot(model)
-    optimizer = AnchoredOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1), model, spec)
+    optimizer = PATHS[path](model, spec)
     scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
     g = torch.Generator().manual_seed(0)
     skipped = 0
@@ -145,14 +154,15 @@ def test_grad_scaler_skipped_steps_keep_anchors():
     assert_anchors_intact_and_free_moved(model, start, spec)
 
 
-def test_accelerate_loop_with_gradient_accumulation():
+@pytest.mark.parametrize("path", sorted(PATHS))
+def test_accelerate_loop_with_gradient_accumulation(path):
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=2)
     model = build_mlp()
     spec = AnchorSpec()
     start = snapshot(model)
-    anchored = AnchoredOptimizer(torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1), model, spec)
+    anchored = PATHS[path](model, spec)
     model, optimizer = accelerator.prepare(model, anchored)
     assert optimizer.optimizer is anchored
     g = torch.Generator().manual_seed(0)
