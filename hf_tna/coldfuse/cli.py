@@ -104,6 +104,12 @@ class FuseArguments:
         default=None, metadata={"help": "Default: the repository's.", "choices": list(WEIGHTINGS)}
     )
     min_contributions: int = field(default=1, metadata={"help": "Fuse only with at least this many valid ones."})
+    verify_authors: bool = field(
+        default=True,
+        metadata={"help": "Count a contribution only when the store reports its contributor as the author of its "
+                  "commits (the Hub does; a LocalStore cannot). --no_verify_authors for a simulation in which one "
+                  "account plays every contributor."},
+    )
 
     def __post_init__(self):
         if self.min_contributions < 1:
@@ -221,7 +227,7 @@ def _run_contribute(args) -> int:
 def _run_fuse(args) -> int:
     repo, where, fuse = _build(args, RepoArguments, RoundArguments, FuseArguments)
     return _print(fuse_round(open_store(repo.store), repo.base, where.round, fuse.contribution, fuse.weighting,
-                             fuse.min_contributions))
+                             fuse.min_contributions, verify_authors=fuse.verify_authors))
 
 
 def _run_status(args) -> int:
