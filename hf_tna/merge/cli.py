@@ -34,6 +34,7 @@ class BarrierArguments:
         json (`str`, *optional*): also write the JSON report to this file.
         store (`str`, *optional*): where Hub ids are read from.
         trust_remote_code (`bool`, defaults to False): run custom model code.
+        progress (`bool`, *optional*): a progress bar over the evaluations (default: on a terminal).
     """
 
     num_points: int = field(default=25, metadata={"help": "Evaluated points on the line from A to B (>= 2)."})
@@ -42,6 +43,8 @@ class BarrierArguments:
     store: str | None = field(default=None, metadata={"help": "Where Hub ids are read from: hub (HF_ENDPOINT, the "
                                                                "default), a Hub-compatible URL or a local store."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run custom model code."})
+    progress: bool | None = field(default=None, metadata={"help": "Progress bar over the evaluations (default: "
+                                                                   "shown on a terminal; --progress false hides it)."})
 
     def __post_init__(self):
         if type(self.num_points) is not int or self.num_points < 2:
@@ -185,7 +188,7 @@ def run_barrier(args) -> int:
         raise UsageError("--dataset is needed: the split the barrier is measured on")
     if opts.plot:
         require_matplotlib()
-    report = measure_barriers(pairs, evaluation, opts.num_points, opts.store, opts.trust_remote_code)
+    report = measure_barriers(pairs, evaluation, opts.num_points, opts.store, opts.trust_remote_code, opts.progress)
     if len(pairs) == 1:  # one pair: its fields also at the top level, as before --pair
         report = {**{k: v for k, v in report["pairs"][0].items() if k != "label"}, **report}
     if opts.plot:
