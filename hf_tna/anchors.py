@@ -465,12 +465,14 @@ def _checkpoint_names(model: torch.nn.Module) -> tuple[dict[int, str], dict[int,
 
 
 def _peft_checkpoint_names(model, named: dict[str, torch.Tensor]) -> dict[int, str]:
-    """PEFT: names as in the saved adapter file (adapter name removed), base weights by their base names."""
+    """PEFT: names as in the saved adapter file (adapter name removed; a `modules_to_save` copy, e.g. a trained
+    head, under the name of the module it replaces, as PEFT saves it), base weights by their base names."""
     adapters = list(model.peft_config)
     out = {}
     for name, p in named.items():
         clean = strip_wrapper_prefixes(name)
         for adapter in adapters:
+            clean = clean.replace(f".modules_to_save.{adapter}.", ".")
             clean = clean.replace(f".{adapter}.", ".")
             if clean.endswith(f".{adapter}"):
                 clean = clean[: -len(adapter) - 1]

@@ -299,3 +299,16 @@ def test_selection_refuses_slices_outside_the_tensor():
         AnchorSelection(layout, AnchorSpec(), offset=8, rows=4)
     with pytest.raises(ValueError, match="expect"):
         AnchorSelection(layout, AnchorSpec()).take(torch.zeros(3, 10))
+
+
+def test_peft_names_are_the_saved_adapter_keys_modules_to_save_included():
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
+
+    from hf_tna.anchors import checkpoint_names
+
+    model = get_peft_model(build_tiny_bert(), LoraConfig(r=4, target_modules=["query"], modules_to_save=["classifier"],
+                                                         lora_dropout=0.0))
+    names = checkpoint_names(model)
+    trainable = sorted(names[id(p)] for p in model.parameters() if p.requires_grad)
+    assert trainable == sorted(get_peft_model_state_dict(model))  # a trained head too, as PEFT saves it
+    assert "base_model.model.classifier.weight" in trainable
