@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from hf_tna import cli
+from hf_tna import cli, verify_anchors
 from hf_tna.anchors import AnchorSpec, anchor_mask, build_layouts
 from hf_tna.io import SAFE_WEIGHTS_INDEX_NAME, CheckpointReader, StreamingCheckpointReader, read_safetensors_header
 from hf_tna.manifest import CONFIG_NAME, FORMAT_VERSION, TNAFileConfig, manifest_entry
@@ -240,13 +240,35 @@ def test_resume_with_the_users_optimizer_and_a_fresh_model_keeps_the_checkpoints
 
 # --- 6. finite in, finite out, or refused ------------------------------------------------------------------------
 def test_averages_of_finite_extremes_stay_finite():
+    from hf_tna.merge.ops import finite_or_wide, interpolate, uniform_soup
+
     a = torch.tensor([3e38, -3e38, 1.0, 0.0], dtype=torch.float32)
     b = torch.tensor([-3e38, 3e38, 1.0, -0.0], dtype=torch.float32)
-    mean = average_tensors([a, b])
+    assert not torch.isfinite(average_tensors([a, b])).all()  # float32 math overflows: the reason for the fallback
+    mean = finite_or_wide(lambda: average_tensors([a, b]))
     assert torch.isfinite(mean).all() and mean[0] == 0 and mean[1] == 0
     assert mean[2] == 1.0 and str(mean[3].item()) == "0.0"  # equal entries bitwise, signed zero of the first
-    assert torch.isfinite(average_tensors([a, b], [1.0, 3.0])).all()
-    assert torch.isfinite(interpolate_tensors(a, b, 0.3)).all()
+    assert torch.isfinite(finite_or_wide(lambda: average_tensors([a, b], [1.0, 3.0]))).all()
+    assert torch.isfinite(finite_or_wide(lambda: interpolate_tensors(a, b, 0.3))).all()
+    assert torch.isfinite(uniform_soup([{"w": a}, {"w": b}])["w"]).all()
+    assert torch.isfinite(interpolate({"w": a}, {"w": b}, 0.3)["w"]).all()
+
+
+def test_a_soup_of_finite_extremes_is_finite_and_the_anchors_exact(tmp_path):
+    from safetensors.torch import load_file
+
+    folders = []
+    for i, sign in enumerate((1.0, -1.0)):
+        model = build_tiny_bert(seed=0)
+        layout, param = next((lay, p) for lay, p in build_layouts(model, SPEC) if lay.name.endswith("query.weight"))
+        free = (~anchor_mask(layout, SPEC)).nonzero()[0]
+        with torch.no_grad():
+            param[tuple(free)] = sign * 3e38  # one free entry, opposite extremes in the two ingredients
+        folders.append(_save(model, tmp_path / f"x{i}"))
+    build_soup(folders, tmp_path / "soup", progress=False)
+    soup = load_file(tmp_path / "soup" / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in soup.values() if t.is_floating_point())
+    assert verify_anchors(tmp_path / "soup")["intact"]
 
 
 def test_weights_whose_sum_overflows_or_alpha_not_finite_are_refused(pair, tmp_path):

@@ -12,7 +12,7 @@ from ..hub import StaleParentError
 from ..io import ShardedSafetensorsWriter, StreamingCheckpointReader
 from ..manifest import CONFIG_NAME, TNAFileConfig, layout_from_manifest, manifest_entry
 from ..merge.ingredients import model_architecture, read_model_config
-from ..merge.ops import average_tensors, check_finite, check_output_finite, check_tensor_specs
+from ..merge.ops import average_tensors, check_finite, check_output_finite, check_tensor_specs, finite_or_wide
 from ..verify import verify_anchors_many
 from ..workspace import locked_scratch
 from .card import model_card
@@ -299,7 +299,9 @@ def write_fused_base(base: RoundBase, folders: list[Path], weights: list[float],
         uniform = len(set(weights)) == 1
         with ShardedSafetensorsWriter(out, specs) as writer:
             for key in tqdm(list(specs), desc="coldfuse", unit="tensor", disable=not progress):
-                tensor = average_tensors((r.get(key) for r in readers), None if uniform else weights)
+                tensor = finite_or_wide(
+                    lambda key=key: average_tensors((r.get(key) for r in readers), None if uniform else weights)
+                )
                 check_output_finite(tensor, key, f"the fused base of round {base.round + 1}")  # before any commit
                 if key in base.tna.manifest and next_spec == base.spec:
                     manifest[key] = base.tna.manifest[key]  # same mask; the anchored values came through bitwise

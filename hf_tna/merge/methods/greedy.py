@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ..ops import average_tensors, greedy_soup
+from ..ops import average_tensors, finite_or_wide, greedy_soup
 from .registry import merge_method
 
 
@@ -20,7 +20,7 @@ class UniformView(Mapping):
         self.state_dicts = list(state_dicts)
 
     def __getitem__(self, key):
-        return average_tensors(sd[key] for sd in self.state_dicts)
+        return finite_or_wide(lambda: average_tensors(sd[key] for sd in self.state_dicts))
 
     def __iter__(self):
         return iter(self.state_dicts[0])

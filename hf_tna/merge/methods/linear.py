@@ -1,6 +1,6 @@
 """Uniform and weighted soups (Wortsman et al., 2022): the (weighted) mean of the ingredients' weights.
 
-Both are mergekit's `linear` method. Averages are taken in float64 as deviations from the first ingredient, so
+Both are mergekit's `linear` method. Averages are taken as deviations from the first ingredient (float32, float64 where float32 would overflow), so
 entries equal in every ingredient (anchors) come out bitwise equal (`hf_tna.merge.ops.average_tensors`).
 """
 
