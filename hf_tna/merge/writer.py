@@ -153,7 +153,7 @@ def write_fused(ingredients: Sequence[Ingredient], output_dir, plan: FusionPlan,
                         for start in range(0, numel, CHUNK_ELEMENTS):
                             stop = min(numel, start + CHUNK_ELEMENTS)
                             values = plan.chunk_fuse(key, start, stop)
-                            if values.is_floating_point() and not bool(torch.isfinite(values).all()):
+                            if values.is_floating_point() and not bool(torch.isfinite(values.sum())):
                                 if pending is not None:  # its buffers are read again below
                                     pending.result()
                                     pending = None
