@@ -105,7 +105,7 @@ def add_parser(subparsers):
         p = subparsers.add_parser(
             "interpolate", help="interpolate two checkpoints: (1 - alpha) A + alpha B",
             parents=[_dataclass_parser(SoupConfig)],
-            description="Write (1 - alpha) A + alpha B (torch.lerp in float64; exact endpoints): hf-tna soup with "
+            description="Write (1 - alpha) A + alpha B (torch.lerp in float32, float64 where float32 would overflow; exact endpoints): hf-tna soup with "
             "the interpolate method.")
         p.add_argument("a", help="first checkpoint (alpha 0): folder or Hub repo id")
         p.add_argument("b", help="second checkpoint (alpha 1): folder or Hub repo id")

@@ -12,7 +12,7 @@ Both are strict where mergekit is lenient: an unknown or misspelt key is an erro
 and a mergekit feature hf_tna does not have (ties, slerp and the other methods, ``slices``, ``modules``,
 ``tokenizer_source``, gradient or per-tensor weights, ``model+lora`` paths) is refused listing what is supported.
 Dtypes: mergekit's ``dtype`` is the dtype it computes in and ``out_dtype`` (default ``dtype``) the one it writes;
-hf_tna computes in float64 and writes ``out_dtype`` (else ``dtype``).
+hf_tna computes in float32 (float64 where float32 would overflow) and writes ``out_dtype`` (else ``dtype``).
 
 Local recipe files are trusted: relative paths in them are resolved from the recipe's folder. A recipe read from
 a Hub repo (``--recipe org/name[@revision]``) may name only Hub ids.

@@ -1,4 +1,4 @@
-"""Linear interpolation of two models, ``(1 - alpha) A + alpha B`` (`torch.lerp` in float64): alpha 0 gives A
+"""Linear interpolation of two models, ``(1 - alpha) A + alpha B`` (`torch.lerp` in float32, float64 where float32 would overflow): alpha 0 gives A
 and 1 gives B bitwise, and entries where A equals B are kept bitwise (`hf_tna.merge.ops.interpolate_tensors`)."""
 
 from __future__ import annotations
