@@ -47,5 +47,15 @@ class TNADPOTrainer(TNATrainerMixin, DPOTrainer):
     """TRL's `DPOTrainer` with fixed neuron anchors on the policy (the reference model is never trained). Pass
     `ref_model`, or a model loaded from a folder or Hub id, from which TRL loads its reference copy."""
 
+    def __init__(self, model, ref_model=None, *args, peft_config=None, **kwargs):
+        source = getattr(getattr(model, "config", None), "_name_or_path", None)
+        if ref_model is None and peft_config is None and not isinstance(model, str) and not source:
+            raise ValueError(
+                "TNADPOTrainer: the model was built from a config, so TRL has no folder or Hub id to load the "
+                "reference model from; pass ref_model= (e.g. a copy of the model before training), or load the "
+                "model with from_pretrained"
+            )
+        super().__init__(model, ref_model, *args, peft_config=peft_config, **kwargs)
+
 
 __all__ = ["TNADPOConfig", "TNADPOTrainer", "TNASFTConfig", "TNASFTTrainer"]

@@ -132,3 +132,9 @@ def test_plain_trainer_with_a_factory_and_the_callback(tmp_path, caplog):
     for folder in (tmp_path / "checkpoint-3", tmp_path):
         assert (folder / CONFIG_NAME).exists()
     assert verify_anchors(tmp_path / "checkpoint-3")["intact"]
+
+
+def test_dpo_without_a_reference_for_a_config_built_model_is_refused_clearly(tmp_path):
+    args = TNADPOConfig(output_dir=str(tmp_path), max_length=16, **COMMON)
+    with pytest.raises(ValueError, match="pass ref_model="):
+        TNADPOTrainer(build_tiny_llama(), args=args, train_dataset=_dpo_data(), processing_class=build_tiny_tokenizer())
