@@ -19,8 +19,8 @@ import logging
 import torch
 
 from .anchors import AnchorSpec, TensorLayout, build_layouts
-from .manifest import manifest_entry, values_sha256
-from .zero_copy import full_anchored_values, local_selection, local_tensor, zero_copy_class
+from .manifest import manifest_entry
+from .zero_copy import anchored_hashes, full_anchored_values, local_selection, local_tensor, zero_copy_class
 
 logger = logging.getLogger(__name__)
 
@@ -220,7 +220,11 @@ class AnchoredOptimizer(torch.optim.Optimizer):
 
     def anchored_hashes(self) -> dict[str, str]:
         """sha256 of the current anchored values per tensor (what the weights hold, not the stored values)."""
-        return {a.name: values_sha256(full_anchored_values(a.param, a.layout, self.spec)) for a in self.anchors}
+        return anchored_hashes(((a.param, a.layout) for a in self.anchors), self.spec)
+
+    def anchored_entries(self) -> int:
+        """How many entries are anchored (on this rank)."""
+        return sum(a.num_anchored for a in self.anchors)
 
     def reset_anchor_values(self) -> None:
         """Take the current weights as the anchor values (after a checkpoint was loaded into the model)."""

@@ -34,6 +34,7 @@ from .manifest import (
 )
 from .optimizer import AnchoredOptimizer, choose_zero_copy
 from .shared_init import shared_initialize
+from .zero_copy import anchored_hashes
 
 logger = logging.get_logger(__name__)
 
@@ -160,7 +161,7 @@ class TNATrainerMixin:
             self.optimizer.mask_in_step = False  # training_step masks after the last backward of each step
             if self.is_world_process_zero():
                 layouts = self.optimizer.anchor_layouts
-                anchored = sum(e["num_anchored"] for e in self.optimizer.manifest().values())
+                anchored = self.optimizer.anchored_entries()  # a count: no hashing of the values at start-up
                 total = sum(p.numel() for p in target.parameters() if p.requires_grad)
                 logger.info(
                     "hf_tna: anchoring %d of %d trainable entries (%d tensors), ratio %s, seed %d, granularity %s; "
@@ -186,8 +187,8 @@ class TNATrainerMixin:
     def _anchored_hashes(self) -> dict[str, str]:
         """sha256 of the anchored values of every targeted tensor of the model as it is now."""
         target = self.anchor_target(unwrap_model(self.model))
-        return {layout.name: manifest_entry(param, layout, self.anchor_spec)["sha256"]
-                for layout, param in build_layouts(target, self.anchor_spec)}
+        return anchored_hashes(((param, layout) for layout, param in build_layouts(target, self.anchor_spec)),
+                               self.anchor_spec)
 
     def _check_resumed_anchors(self) -> None:
         """The resumed weights must hold the anchors the checkpoint's manifest records; when the model given to

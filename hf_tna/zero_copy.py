@@ -69,6 +69,12 @@ def full_anchored_values(param: torch.Tensor, layout: TensorLayout, spec: Anchor
     return AnchorSelection(layout, spec, full.device).take(full.detach())
 
 
+def anchored_hashes(pairs, spec: AnchorSpec) -> dict[str, str]:
+    """sha256 of the current anchored values of each `(param, layout)` pair, by tensor name (a collective for
+    DTensor parameters)."""
+    return {layout.name: values_sha256(full_anchored_values(param, layout, spec)) for param, layout in pairs}
+
+
 class ZeroCopyMixin:
     """The anchor part of `ZeroCopyAdamW` / `ZeroCopyAdam` / `ZeroCopySGD` (see the module docstring)."""
 
@@ -230,8 +236,11 @@ class ZeroCopyMixin:
 
     def anchored_hashes(self) -> dict[str, str]:
         """sha256 of the current anchored values per tensor."""
-        return {layout.name: values_sha256(full_anchored_values(param, layout, self.spec))
-                for _, _, _, param, layout in self._targets()}
+        return anchored_hashes(((param, layout) for _, _, _, param, layout in self._targets()), self.spec)
+
+    def anchored_entries(self) -> int:
+        """How many entries are anchored (on this rank): one mask draw per tensor, no hashing."""
+        return sum(local_selection(layout, self.spec, param).num_anchored for _, _, _, param, layout in self._targets())
 
     def reset_anchor_values(self) -> None:
         """Take the current weights as the anchor values (after a checkpoint was loaded into the model)."""
