@@ -12,7 +12,7 @@ from ..hub import StaleParentError
 from ..io import ShardedSafetensorsWriter, StreamingCheckpointReader
 from ..manifest import CONFIG_NAME, TNAFileConfig, layout_from_manifest, manifest_entry
 from ..merge.ingredients import model_architecture, read_model_config
-from ..merge.ops import average_tensors, check_finite, check_output_finite, check_tensor_specs, finite_or_wide
+from ..merge.ops import all_finite, average_tensors, check_output_finite, check_tensor_specs, finite_or_wide
 from ..verify import verify_anchors_many
 from ..workspace import locked_scratch
 from .card import model_card
@@ -122,12 +122,10 @@ def check_contribution_weights(folder: Path, name: str, base: RoundBase, base_sp
         except ValueError as err:
             raise ContributionRejected(str(err).replace(f"{name}: ", "")) from None
         for key in reader.keys():
-            try:
-                check_finite(reader.get(key), key, name)
-            except ValueError:
-                t = reader.get(key)
-                raise ContributionRejected(f"tensor {key!r} holds {int((~t.isfinite()).sum())} NaN/inf value(s): "
-                                           "a diverged model is never averaged") from None
+            tensor = reader.get(key)
+            if not all_finite(tensor):
+                raise ContributionRejected(f"tensor {key!r} holds {int((~tensor.isfinite()).sum())} NaN/inf value(s): "
+                                           "a diverged model is never averaged")
 
 
 def check_anchors(base: RoundBase, folders: dict[str, Path]) -> dict[str, str]:

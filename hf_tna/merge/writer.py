@@ -30,7 +30,7 @@ from ..manifest import TNAFileConfig, layout_from_manifest, manifest_entry
 from ..workspace import locked_scratch
 from .config import SoupConfig, torch_dtype
 from .ingredients import Ingredient, validate_soup_ingredients
-from .ops import check_output_finite, finite_or_wide, is_excluded, wide
+from .ops import all_finite, check_output_finite, finite_or_wide, is_excluded, wide
 
 # files copied from the first ingredient (globs); weights, training state and custom code are not
 COPIED_FILES = (
@@ -153,14 +153,17 @@ def write_fused(ingredients: Sequence[Ingredient], output_dir, plan: FusionPlan,
                         for start in range(0, numel, CHUNK_ELEMENTS):
                             stop = min(numel, start + CHUNK_ELEMENTS)
                             values = plan.chunk_fuse(key, start, stop)
-                            if values.is_floating_point() and not bool(torch.isfinite(values.sum())):
+                            finite = all_finite(values)
+                            if not finite:
                                 if pending is not None:  # its buffers are read again below
                                     pending.result()
                                     pending = None
                                 with wide():  # a float32 overflow of finite inputs: the chunk again, in float64
                                     values = plan.chunk_fuse(key, start, stop)
-                            values = values.to(dtype) if dtype is not None else values
-                            check_output_finite(values, key)
+                            if dtype is not None:
+                                values, finite = values.to(dtype), False  # a cast can overflow the output dtype
+                            if not finite:
+                                check_output_finite(values, key)
                             pending = _write_async(pool, pending, writer.write_range, key, values, start)
                         continue
                     if excluded:
