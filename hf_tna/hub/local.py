@@ -276,9 +276,10 @@ class LocalStore(StoreMixin):
         target = Path(local_dir).expanduser().resolve() if local_dir is not None else repo_dir / "snapshots" / sha
         target.mkdir(parents=True, exist_ok=True)
         files = self._manifest(repo_dir, sha)["files"]
+        root = target.resolve()
         for path in filter_repo_objects(list(files), allow_patterns=allow_patterns):
             dest, entry = target / path, files[path]
-            if not dest.resolve().is_relative_to(target.resolve()):  # e.g. through a symlinked folder in local_dir
+            if not dest.resolve().is_relative_to(root):  # e.g. through a symlinked folder in local_dir
                 raise ValueError(f"{path!r} of {repo_id}@{revision} would be written outside {target}")
             if local_dir is None and dest.is_file() and dest.stat().st_size == entry["size"]:
                 continue  # already in the snapshot (commits never change)
