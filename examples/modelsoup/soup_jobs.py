@@ -4,10 +4,6 @@ into its command line by `hf_tna.arguments.dataclass_to_argv`), run in this proc
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +12,7 @@ from finetune import RESULT_NAME, FinetuneConfig
 from soup_config import SoupExperimentConfig
 
 from hf_tna.arguments import AnchorArguments, dataclass_to_argv
+from hf_tna.launch import accelerate_launch
 
 HERE = Path(__file__).resolve().parent
 
@@ -116,26 +113,8 @@ def launch_finetune(cfg: SoupExperimentConfig, job: FinetuneJob) -> dict:
     config = cfg.accelerate_config or str(
         HERE / ("accelerate_multigpu.yaml" if cfg.device == "cuda" else "accelerate_cpu.yaml")
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        config,
-        "--num_cpu_threads_per_process",
-        str(max(cfg.num_threads, 1)),
-        str(HERE / "finetune.py"),
-        *argv,
-    ]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(cfg.num_threads, 1)), "TOKENIZERS_PARALLELISM": "false"}
-    with open(log, "w") as f:
-        f.write(shlex.join(cmd) + "\n")
-        f.flush()
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
-        raise RuntimeError(f"accelerate launch failed ({proc.returncode}) for {out}; log {log}:\n{tail}")
+    accelerate_launch(HERE / "finetune.py", argv, config_file=config, num_threads=cfg.num_threads, log=log,
+                      what=str(out))
     return json.loads((out / RESULT_NAME).read_text())
 
 

@@ -4,10 +4,6 @@ command line by `hf_tna.arguments.dataclass_to_argv`), run in this process or un
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +11,7 @@ from sft_config import SFTExperimentConfig
 from train_sft import RESULT_NAME, TrainSFTScriptConfig
 
 from hf_tna.arguments import AnchorArguments, dataclass_to_argv
+from hf_tna.launch import accelerate_launch
 
 HERE = Path(__file__).resolve().parent
 
@@ -82,18 +79,8 @@ def launch(cfg: SFTExperimentConfig, job: TrainJob) -> dict:
 
         return train_sft.main(argv)
     config = cfg.accelerate_config or str(HERE / "accelerate_cpu.yaml")
-    threads = str(max(cfg.num_threads, 1))
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config,
-           "--num_cpu_threads_per_process", threads, str(HERE / "train_sft.py"), *argv]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
-    with open(log, "w") as f:
-        f.write(shlex.join(cmd) + "\n")
-        f.flush()
-        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        tail = "".join(log.read_text().splitlines(keepends=True)[-30:])
-        raise RuntimeError(f"accelerate launch failed ({proc.returncode}) for {out}; log {log}:\n{tail}")
+    accelerate_launch(HERE / "train_sft.py", argv, config_file=config, num_threads=cfg.num_threads, log=log,
+                      what=str(out))
     return json.loads((out / RESULT_NAME).read_text())
 
 
